@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Sets up .venv on a fresh machine and runs every check: the notebooks export to exactly the
+# committed package, the notebooks' own checks (nbdev_test), then the pytest suite.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+python="${PYTHON:-python3}"
+[ -x .venv/bin/python ] || "$python" -m venv .venv
+export PIP_DISABLE_PIP_VERSION_CHECK=1
+.venv/bin/pip install -q torch==2.14.1 torchvision==0.29.1
+.venv/bin/pip install -q -e '.[dev]'
+export MPLBACKEND=Agg
+
+echo "== nbdev_export: minifast/ must equal the export of nbs/"
+.venv/bin/nbdev_export
+if [ -d .git ] && [ -n "$(git status --porcelain -- minifast)" ]; then
+  git status --porcelain -- minifast
+  echo "nbdev_export changed minifast/: edit the notebooks in nbs/, run nbdev_export and commit both." >&2
+  exit 1
+fi
+
+echo "== nbdev_test: the checks inside the notebooks"
+.venv/bin/nbdev_test --n_workers 2
+
+echo "== pytest"
+.venv/bin/pytest -q -n 2 "$@"
