@@ -6,6 +6,7 @@
 __all__ = ['default_device', 'to_device', 'listify', 'L', 'Path']
 
 # %% ../nbs/00_core.ipynb #1f45339a
+import types
 from pathlib import Path
 
 import torch
@@ -29,7 +30,7 @@ def to_device(b, device, non_blocking: bool = False):
 
 # %% ../nbs/00_core.ipynb #57a34757
 def listify(o) -> list:
-    "Turn `o` into a list: `None` gives `[]`, a list or tuple is copied, anything else is wrapped."
+    "Turn `o` into a list: `None` gives `[]`, a collection or generator is listed, anything else (a string too) is wrapped."
     if o is None: return []
-    if isinstance(o, (list, tuple, L)): return list(o)
+    if isinstance(o, (list, tuple, set, frozenset, range, L, types.GeneratorType)): return list(o)
     return [o]
