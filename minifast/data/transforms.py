@@ -183,10 +183,19 @@ def as_transform(t) -> Transform:
     if callable(t): return FuncTransform(t)
     raise TypeError(f"Cannot use {t!r} as a transform: pass a Transform, a Transform class or a function.")
 
+def _fuse_neighbours(tfms):
+    "Merge each transform with the next when it offers to (`fuse` returns a combined transform, or None)."
+    out = []
+    for t in tfms:
+        fused = out[-1].fuse(t) if out and hasattr(out[-1], 'fuse') else None
+        if fused is not None: out[-1] = fused
+        else: out.append(t)
+    return out
+
 class Pipeline:
     "Transforms applied in `order`; `decode` applies their `decodes` in reverse."
     def __init__(self, tfms=None):
-        self.tfms = sorted((as_transform(t) for t in listify(tfms)), key=lambda t: t.order)
+        self.tfms = _fuse_neighbours(sorted((as_transform(t) for t in listify(tfms)), key=lambda t: t.order))
 
     def __call__(self, x, split_idx=None, generator=None):
         for t in self.tfms: x = t(x, split_idx=split_idx, generator=generator)
