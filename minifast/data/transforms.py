@@ -249,6 +249,7 @@ class Categorize(Transform):
 
     def decodes(self, idx): return self.vocab[int(idx)]
     def get_config(self): return {'vocab': None if self.vocab is None else list(self.vocab), 'sort': self.sort}
+    def __repr__(self): return f"Categorize({'no vocab yet' if self.vocab is None else f'{len(self.vocab)} classes'})"
 
 class MultiCategorize(Transform):
     "Turn a list of labels into a one-hot float vector over the vocabulary (multi-label classification)."
