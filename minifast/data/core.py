@@ -28,6 +28,7 @@ def _setup_pipeline(pipe, items):
 class Datasets:
     "Items and one transform pipeline per sample element; `splits` are the training and validation indices."
     def __init__(self, items, tfms, splits=None, n_inp=None, kinds=None):
+        if hasattr(items, 'iloc'): items = [row for _, row in items.iterrows()]  # a DataFrame: one item per row
         self.items = L(items)
         self.pipelines = [Pipeline(t) for t in tfms]
         self.splits = tuple(L(s) for s in (splits if splits is not None else (range(len(self.items)), [])))
