@@ -1,0 +1,267 @@
+"Tests for minifast.optimizer against torch.optim and hand-computed updates."
+import copy
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from minifast.optimizer import Adam, OptimWrapper, RMSProp, SGD, norm_params, params_for_wd
+
+
+def make_model(seed=0):
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(5, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 8), nn.LayerNorm(8),
+                         nn.Linear(8, 1))
+
+
+def layer_groups(model):
+    "Three layer groups: first linear + batchnorm, middle linear + layernorm, head."
+    return [[*model[0].parameters(), *model[1].parameters()], [*model[3].parameters(), *model[4].parameters()],
+            list(model[5].parameters())]
+
+
+def batches(n, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randn(16, 5, generator=g) for _ in range(n)]
+
+
+def train(model, opt, xs):
+    for x in xs:
+        model(x).pow(2).mean().backward()
+        opt.step()
+        opt.zero_grad()
+
+
+def same_params(m1, m2):
+    return all(torch.equal(a, b) for a, b in zip(m1.parameters(), m2.parameters()))
+
+
+def test_adam_equals_torch_adamw():
+    m1, m2 = make_model(), make_model()
+    xs = batches(6)
+    train(m1, Adam(layer_groups(m1), lr=3e-2, mom=0.8, sqr_mom=0.95, eps=1e-6, wd=0.1), xs)
+    train(m2, torch.optim.AdamW(m2.parameters(), lr=3e-2, betas=(0.8, 0.95), eps=1e-6, weight_decay=0.1), xs)
+    assert not torch.equal(m1[0].weight, make_model()[0].weight)  # it did train
+    for a, b in zip(m1.parameters(), m2.parameters()): torch.testing.assert_close(a, b, rtol=0, atol=1e-7)
+
+
+def test_adam_defaults_are_fastai_ones():
+    opt = Adam(make_model().parameters())
+    assert opt.hypers == [dict(lr=1e-3, mom=0.9, sqr_mom=0.99, eps=1e-5, wd=0.01)]
+    pg = opt.torch_opt.param_groups[0]
+    assert isinstance(opt.torch_opt, torch.optim.AdamW)
+    assert (pg['betas'], pg['eps'], pg['weight_decay']) == ((0.9, 0.99), 1e-5, 0.01)
+
+
+def test_adam_l2_equals_torch_adam():
+    m1, m2 = make_model(), make_model()
+    xs = batches(4)
+    opt = Adam(m1.parameters(), lr=1e-2, wd=0.05, decouple_wd=False)
+    assert type(opt.torch_opt) is torch.optim.Adam
+    train(m1, opt, xs)
+    train(m2, torch.optim.Adam(m2.parameters(), lr=1e-2, betas=(0.9, 0.99), eps=1e-5, weight_decay=0.05), xs)
+    for a, b in zip(m1.parameters(), m2.parameters()): torch.testing.assert_close(a, b, rtol=0, atol=1e-7)
+
+
+def test_no_wd_params_keep_zero_weight_decay():
+    model = make_model()
+    decay, no_decay = params_for_wd(model)
+    opt = Adam(layer_groups(model), no_wd=no_decay)
+    opt.set_hyper('wd', 0.1)
+    no_ids = {id(p) for p in no_decay}
+    for pg in opt.torch_opt.param_groups:
+        in_no_wd = {id(p) in no_ids for p in pg['params']}
+        assert len(in_no_wd) == 1  # each torch group is all-decay or all-no-decay
+        assert pg['weight_decay'] == (0. if in_no_wd.pop() else 0.1)
+    assert [h['wd'] for h in opt.hypers] == [0.1, 0.1, 0.1]
+
+
+def test_no_wd_params_are_not_decayed():
+    "With lr>0, wd>0 and a zero gradient, only the decayed params shrink, by exactly 1 - lr*wd (Adam step is 0)."
+    model = make_model()
+    _, no_decay = params_for_wd(model)
+    opt = Adam(layer_groups(model), lr=0.1, wd=0.5, no_wd=no_decay)
+    before = [p.detach().clone() for p in model.parameters()]
+    for p in model.parameters(): p.grad = torch.zeros_like(p)
+    opt.step()
+    no_ids = {id(p) for p in no_decay}
+    for b, p in zip(before, model.parameters()):
+        expected = b if id(p) in no_ids else b * (1 - 0.1 * 0.5)
+        torch.testing.assert_close(p, expected, rtol=0, atol=1e-7)
+
+
+def test_params_for_wd_and_norm_params():
+    model = make_model()
+    decay, no_decay = params_for_wd(model)
+    assert {id(p) for p in decay} == {id(model[i].weight) for i in (0, 3, 5)}
+    assert len(decay) + len(no_decay) == len(list(model.parameters()))
+    assert {id(p) for p in norm_params(model)} == {id(model[i].weight) for i in (1, 4)} | {id(model[i].bias) for i in (1, 4)}
+    gn = nn.Sequential(nn.Conv2d(3, 4, 1), nn.GroupNorm(2, 4), nn.InstanceNorm2d(4, affine=True))
+    assert len(norm_params(gn)) == 4
+
+
+def test_discriminative_lrs_reach_torch_groups():
+    model = make_model()
+    _, no_decay = params_for_wd(model)
+    opt = Adam(layer_groups(model), lr=np.array([1e-6, 1e-5, 1e-4]), no_wd=no_decay)
+    assert [h['lr'] for h in opt.hypers] == [1e-6, 1e-5, 1e-4]
+    assert len(opt.torch_opt.param_groups) == 6
+    assert [pg['lr'] for pg in opt.torch_opt.param_groups] == [1e-6, 1e-6, 1e-5, 1e-5, 1e-4, 1e-4]
+    opt.set_hypers(lr=(1., 2., 3.), mom=0.5)
+    assert [pg['lr'] for pg in opt.torch_opt.param_groups] == [1., 1., 2., 2., 3., 3.]
+    assert all(pg['betas'] == (0.5, 0.99) for pg in opt.torch_opt.param_groups)
+
+
+def test_discriminative_lrs_update_each_group_by_its_lr():
+    "SGD without momentum: each group's step is exactly lr_i * grad."
+    model = make_model()
+    lrs = [0.1, 0.01, 0.001]
+    opt = SGD(layer_groups(model), lr=lrs)
+    before = [[p.detach().clone() for p in g] for g in layer_groups(model)]
+    model(batches(1)[0]).pow(2).mean().backward()
+    grads = [[p.grad.clone() for p in g] for g in layer_groups(model)]
+    opt.step()
+    for lr, g, b, gr in zip(lrs, layer_groups(model), before, grads):
+        for p, p0, d in zip(g, b, gr): torch.testing.assert_close(p, p0 - lr * d, rtol=0, atol=1e-7)
+
+
+def test_set_hyper_errors():
+    opt = Adam(layer_groups(make_model()))
+    with pytest.raises(ValueError, match='2 values.*3 layer groups'): opt.set_hyper('lr', [1e-3, 1e-2])
+    with pytest.raises(ValueError, match='lr must be >= 0'): opt.set_hyper('lr', -1e-3)
+    with pytest.raises(ValueError, match='lr'): Adam(make_model().parameters(), lr=-1.)
+    with pytest.raises(ValueError, match="no hyper-parameter 'sqr_mom'"): SGD(make_model().parameters()).set_hyper('sqr_mom', .9)
+    with pytest.raises(ValueError, match='hypers'): OptimWrapper(torch.optim.SGD, make_model().parameters(), {}, momentum=0.9)
+
+
+def test_lr_zero_means_no_update():
+    model = make_model()
+    opt = Adam(model.parameters(), lr=0., wd=0.1)
+    before = copy.deepcopy(model)
+    train(model, opt, batches(2))
+    assert same_params(model, before)
+
+
+def test_freeze_keeps_norm_params_trainable():
+    model = make_model()
+    opt = Adam(layer_groups(model), norm_params=norm_params(model))
+    opt.freeze()
+    assert opt.frozen_idx == 2
+    norms = {id(p) for p in norm_params(model)}
+    for i, g in enumerate(layer_groups(model)):
+        for p in g: assert p.requires_grad == (i == 2 or id(p) in norms)
+    opt.freeze(train_bn=False)
+    assert [p.requires_grad for p in model.parameters()] == [False] * 8 + [True] * 2
+    opt.freeze_to(1)
+    assert opt.frozen_idx == 1 and all(p.requires_grad for g in layer_groups(model)[1:] for p in g)
+    opt.unfreeze()
+    assert opt.frozen_idx == 0 and all(p.requires_grad for p in model.parameters())
+    with pytest.raises(ValueError, match='3 layer groups'): opt.freeze_to(4)
+
+
+def test_frozen_params_do_not_move():
+    "Frozen params (grad None) are skipped by torch, weight decay included."
+    model = make_model()
+    opt = Adam(layer_groups(model), lr=0.1, wd=0.5, norm_params=norm_params(model))
+    opt.freeze()
+    frozen = [model[0].weight, model[0].bias, model[3].weight, model[3].bias]
+    before = [p.detach().clone() for p in frozen]
+    head_before = model[5].weight.detach().clone()
+    bn_before = model[1].weight.detach().clone()
+    train(model, opt, batches(3))
+    assert all(torch.equal(a, p) for a, p in zip(before, frozen))
+    assert not torch.equal(head_before, model[5].weight)
+    assert not torch.equal(bn_before, model[1].weight)
+
+
+def test_freeze_clears_stale_grads():
+    model = make_model()
+    opt = SGD(layer_groups(model), lr=0.1)
+    model(batches(1)[0]).sum().backward()
+    opt.freeze()
+    before = model[0].weight.detach().clone()
+    opt.step()
+    assert model[0].weight.grad is None and torch.equal(before, model[0].weight)
+
+
+@pytest.mark.parametrize('make_opt', [lambda g: Adam(g, lr=1e-2), lambda g: SGD(g, lr=1e-2, mom=0.9, wd=0.1),
+                                      lambda g: RMSProp(g, lr=1e-3, mom=0.5, wd=0.1)])
+def test_state_dict_round_trip(make_opt):
+    m1 = make_model()
+    opt1 = make_opt(layer_groups(m1))
+    train(m1, opt1, batches(3))
+    opt1.set_hyper('lr', [1e-3, 2e-3, 3e-3])
+    m2 = copy.deepcopy(m1)
+    opt2 = make_opt(layer_groups(m2))
+    opt2.load_state_dict(opt1.state_dict())
+    assert opt2.hypers == opt1.hypers
+    assert [pg['lr'] for pg in opt2.torch_opt.param_groups] == [pg['lr'] for pg in opt1.torch_opt.param_groups]
+    xs = batches(3, seed=2)
+    train(m1, opt1, xs)
+    train(m2, opt2, xs)
+    assert same_params(m1, m2)
+    # and without the saved state the steps differ (so the check above can fail)
+    m3 = copy.deepcopy(m2)
+    fresh = make_opt(layer_groups(m3))
+    fresh.set_hyper('lr', [1e-3, 2e-3, 3e-3])
+    train(m1, opt1, xs)
+    train(m3, fresh, xs)
+    assert not same_params(m1, m3)
+
+
+def test_load_state_dict_checks_groups():
+    opt = Adam(layer_groups(make_model()))
+    with pytest.raises(ValueError, match='1 layer groups but this optimizer has 3'):
+        opt.load_state_dict(Adam(make_model().parameters()).state_dict())
+
+
+def test_sgd_decoupled_wd_matches_hand_computed_update():
+    torch.manual_seed(0)
+    w = nn.Parameter(torch.randn(4))
+    lr, mom, wd = 0.1, 0.9, 0.2
+    opt = SGD([w], lr=lr, mom=mom, wd=wd)
+    assert opt.torch_opt.param_groups[0]['weight_decay'] == 0.  # torch's is L2: kept off
+    p, buf = w.detach().clone(), None
+    for step in range(3):
+        g = torch.randn(4)
+        w.grad = g.clone()
+        opt.step()
+        p = p * (1 - lr * wd)                        # decoupled decay first
+        buf = g if buf is None else mom * buf + g    # torch's momentum buffer (dampening 0)
+        p = p - lr * buf
+        torch.testing.assert_close(w.detach(), p, rtol=0, atol=1e-7)
+
+
+def test_sgd_l2_wd_is_torch_weight_decay():
+    opt = SGD(make_model().parameters(), wd=0.3, decouple_wd=False)
+    assert opt.torch_opt.param_groups[0]['weight_decay'] == 0.3
+
+
+def test_rmsprop_equals_torch_rmsprop():
+    m1, m2 = make_model(), make_model()
+    xs = batches(4)
+    train(m1, RMSProp(m1.parameters(), lr=1e-3, sqr_mom=0.9, mom=0.5, eps=1e-6, decouple_wd=False, wd=0.01), xs)
+    train(m2, torch.optim.RMSprop(m2.parameters(), lr=1e-3, alpha=0.9, momentum=0.5, eps=1e-6, weight_decay=0.01), xs)
+    for a, b in zip(m1.parameters(), m2.parameters()): torch.testing.assert_close(a, b, rtol=0, atol=1e-7)
+
+
+def test_layer_groups_input_forms():
+    model = make_model()
+    assert len(Adam(model.parameters()).layer_groups) == 1
+    assert len(Adam([list(model[0].parameters()), model[5].parameters()]).layer_groups) == 2
+    with pytest.raises(TypeError, match='layer_groups'): Adam([[1.0, 2.0]])
+    with pytest.raises(ValueError, match='no parameters'): Adam([[], []])
+
+
+def test_fast_kernels():
+    "foreach by default off the GPU; fused (where torch has it, e.g. AdamW on CPU) passes through and matches torch."
+    m1, m2 = make_model(), make_model()
+    opt = Adam(m1.parameters(), lr=1e-2)
+    assert opt.torch_opt.defaults['foreach'] is True
+    opt = Adam(m1.parameters(), lr=1e-2, fused=True)
+    assert opt.torch_opt.defaults['fused'] is True and not opt.torch_opt.defaults['foreach']
+    xs = batches(3)
+    train(m1, opt, xs)
+    train(m2, torch.optim.AdamW(m2.parameters(), lr=1e-2, betas=(0.9, 0.99), eps=1e-5, fused=True), xs)
+    assert same_params(m1, m2)
