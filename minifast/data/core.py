@@ -139,16 +139,18 @@ class DataLoader:
         pin = self.pin_memory if self.pin_memory is not None else self.device.type == 'cuda'
         workers = self.num_workers
         return TorchDataLoader(_ItemStage(self.dataset, self.after_item, self.split_idx), batch_size=self.bs,
-                               shuffle=self.shuffle, drop_last=self.drop_last, num_workers=workers,
+                               shuffle=self.shuffle, drop_last=self._drop_last, num_workers=workers,
                                pin_memory=pin, generator=self.generator,
                                worker_init_fn=_seed_worker if workers else None,
                                persistent_workers=self.persistent_workers and workers > 0)
 
     def _check_size(self):
         if len(self.dataset) == 0: raise ValueError("DataLoader: the dataset is empty. Check get_items and the splitter.")
-        if self.drop_last and len(self.dataset) < self.bs:
-            raise ValueError(f"DataLoader: the training set has {len(self.dataset)} items, fewer than bs={self.bs}, and "
-                             f"incomplete batches are dropped when training, so there would be no batch at all. Use bs<={len(self.dataset)}.")
+
+    @property
+    def _drop_last(self):
+        "Drop the incomplete last batch, except when it is the only batch (a data set smaller than `bs`)."
+        return self.drop_last and len(self.dataset) >= self.bs
 
     def __iter__(self):
         self._check_size()
@@ -171,7 +173,7 @@ class DataLoader:
 
     def __len__(self):
         n = len(self.dataset)
-        return n // self.bs if self.drop_last else -(-n // self.bs)
+        return n // self.bs if self._drop_last else -(-n // self.bs)
 
     @property
     def n(self): return len(self.dataset)
