@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['sched_lin', 'sched_cos', 'sched_no', 'sched_exp', 'Schedule', 'SchedLin', 'SchedCos', 'SchedNo', 'SchedExp',
            'CombinedSchedule', 'combine_scheds', 'combined_cos', 'one_cycle_scheds', 'flat_cos_scheds', 'lr_range',
-           'minimum', 'steep', 'valley', 'slide', 'suggested_lrs']
+           'minimum', 'steep', 'valley', 'slide', 'suggested_lrs', 'ParamScheduler', 'LRFinder']
 
 # %% ../../nbs/15_callback.schedule.ipynb #02b7d330
 import collections
@@ -182,3 +182,52 @@ def suggested_lrs(names, values):
     names, values = list(names), list(values)
     if len(names) != len(values): raise ValueError(f"got {len(names)} names for {len(values)} values")
     return collections.namedtuple('SuggestedLRs', names)(*values)
+
+# %% ../../nbs/15_callback.schedule.ipynb #4b628df3
+import copy
+
+from .core import Callback, CancelFitException, CancelValidException
+
+class ParamScheduler(Callback):
+    "Set each hyper-parameter of `scheds` (name -> schedule of pos in [0, 1]) before every training batch."
+    order, run_valid = 60, False
+    def __init__(self, scheds): self.scheds = dict(scheds)
+    def before_fit(self): self._set(0.)
+    def before_batch(self): self._set(self.learn.pct_train)
+    def _set(self, pos):
+        for name, sched in self.scheds.items(): self.learn.opt.set_hyper(name, sched(pos))
+    def __repr__(self): return f"ParamScheduler({list(self.scheds)})"
+
+class LRFinder(Callback):
+    "Grow the learning rate exponentially from `start_lr` to `end_lr` over `num_it` batches; restore model and optimiser after."
+    order, run_valid = 60, False
+    def __init__(self, start_lr=1e-7, end_lr=10, num_it=100, stop_div=True):
+        if not 0 < start_lr < end_lr: raise ValueError(f"lr_find: need 0 < start_lr < end_lr, got start_lr={start_lr}, end_lr={end_lr}.")
+        self.start_lr, self.end_lr, self.num_it, self.stop_div = start_lr, end_lr, num_it, stop_div
+
+    def before_fit(self):
+        learn = self.learn
+        self.model_state = {k: v.detach().clone() for k, v in learn.model.state_dict().items()}
+        self.opt_state = copy.deepcopy(learn.opt.state_dict())
+        self.requires_grad = [p.requires_grad for p in learn.model.parameters()]
+        self.best_loss = float('inf')
+
+    def before_batch(self):
+        pos = self.learn.train_iter / self.num_it
+        self.learn.opt.set_hyper('lr', self.start_lr * (self.end_lr / self.start_lr) ** pos)
+
+    def after_batch(self):
+        if self.learn.exception is not None: return
+        loss = float(self.learn.recorder.smooth_loss)  # one sync per batch is fine for a 100-batch search
+        if loss < self.best_loss: self.best_loss = loss
+        if self.stop_div and (not math.isfinite(loss) or loss > 4 * self.best_loss): raise CancelFitException()
+        if self.learn.train_iter >= self.num_it: raise CancelFitException()
+
+    def before_validate(self): raise CancelValidException()
+
+    def after_fit(self):
+        learn = self.learn
+        learn.opt.zero_grad()
+        with torch.no_grad(): learn.model.load_state_dict(self.model_state)
+        learn.opt.load_state_dict(self.opt_state)
+        for p, rg in zip(learn.model.parameters(), self.requires_grad): p.requires_grad_(rg)
