@@ -387,6 +387,25 @@ class Learner:
         "Train every layer group."
         return self.freeze_to(0)
 
+    # ---- mixed precision (the work is done by the MixedPrecision callback) --------------------------
+    def to_fp16(self, **kwargs):
+        "Train with float16 autocast and a gradient scaler (bfloat16 on a CPU, with a warning)."
+        return self._set_precision('fp16', **kwargs)
+
+    def to_bf16(self, **kwargs):
+        "Train with bfloat16 autocast (no gradient scaler needed)."
+        return self._set_precision('bf16', **kwargs)
+
+    def to_fp32(self):
+        "Back to full float32 training."
+        return self._set_precision(None)
+
+    def _set_precision(self, precision, **kwargs):
+        from minifast.callback.fp16 import MixedPrecision
+        self.remove_cb(MixedPrecision)
+        if precision is not None: self.add_cb(MixedPrecision(precision, **kwargs))
+        return self
+
     # ---- predictions ------------------------------------------------------------------------------
     def loss_func_none(self, pred, *yb):
         "The loss of each item (no reduction)."
@@ -418,6 +437,11 @@ class Learner:
             inputs = [torch.cat(t) for t in zip(*gather.inputs)]
             res.insert(0, inputs[0] if len(inputs) == 1 else inputs)
         return tuple(res)
+
+    def tta(self, ds_idx=1, dl=None, n=4, beta=0.25, use_max=False):
+        "Test-time augmentation: predictions averaged over `n` augmented passes, mixed with the plain one (`beta`)."
+        from minifast.callback.tta import tta
+        return tta(self, ds_idx=ds_idx, dl=dl, n=n, beta=beta, use_max=use_max)
 
     def predict(self, item):
         "Predict one item (e.g. an image file): `(decoded label, decoded index tensor, probabilities)`."
