@@ -65,7 +65,8 @@ class Recorder(Callback):
         loss = learn.loss.detach().float()
         if learn.training:
             self._count += 1
-            self._smooth = loss if self._smooth is None else torch.lerp(loss, self._smooth, self.beta)
+            if self._smooth is None: self._smooth = torch.zeros_like(loss)
+            self._smooth = torch.lerp(loss, self._smooth, self.beta)  # beta * smooth + (1 - beta) * loss, on the device
             self._losses.append(self._smooth / (1 - self.beta ** self._count))
             hp = learn.opt.hypers[-1]
             self.lrs.append(hp['lr']); self.moms.append(hp.get('mom'))
