@@ -501,7 +501,8 @@ def atomic_torch_save(obj, path):
     path = Path(path)
     try: path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e: raise OSError(f"Cannot create the folder {path.parent} to save {path.name}: {e}") from e
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
+    try: fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
+    except OSError as e: raise OSError(f"Cannot write in {path.parent} to save {path.name} ({e}); the previous file, if any, is unchanged.") from e
     try:
         with os.fdopen(fd, 'wb') as f:
             torch.save(obj, f)

@@ -1,0 +1,93 @@
+"export / load_learner: data not code, the same predictions, refusals."
+import os
+import stat
+
+import pytest
+import torch
+
+from minifast.export import load_learner
+from minifast.vision.augment import Resize
+from minifast.vision.data import ImageDataLoaders
+from minifast.vision.learner import vision_learner, resnet18
+from minifast.learner import Learner
+
+
+@pytest.fixture
+def learn(colour_folder):
+    dls = ImageDataLoaders.from_folder(colour_folder, valid_pct=0.25, seed=0, item_tfms=Resize(32), bs=4, device='cpu')
+    learn = vision_learner(dls, resnet18, pretrained=False)
+    with learn.no_bar(): learn.fit(1)
+    return learn
+
+
+def test_round_trip_predicts_identically_with_weights_only(learn, colour_folder, tmp_path, monkeypatch):
+    path = learn.export(tmp_path/'model.pkl')
+    loads = []
+    real_load = torch.load
+    def spy(*args, **kwargs):
+        loads.append(kwargs.get('weights_only'))
+        return real_load(*args, **kwargs)
+    monkeypatch.setattr(torch, 'load', spy)
+    learn2 = load_learner(path)
+    assert loads == [True]
+    for fname in [colour_folder/'red'/'red_0.jpg', colour_folder/'blue'/'blue_5.jpg']:
+        label, idx, probs = learn.predict(fname)
+        label2, idx2, probs2 = learn2.predict(fname)
+        assert label == label2 == fname.parent.name or label == label2
+        assert int(idx) == int(idx2)
+        torch.testing.assert_close(probs, probs2)
+    preds, _ = learn.get_preds(dl=learn.dls.test_dl([colour_folder/'red'/'red_1.jpg']))
+    preds2, _ = learn2.get_preds(dl=learn2.dls.test_dl([colour_folder/'red'/'red_1.jpg']))
+    torch.testing.assert_close(preds, preds2)
+    assert learn2.dls.vocab == learn.dls.vocab
+
+
+def test_payload_pickle_is_refused_and_not_run(tmp_path):
+    marker = tmp_path/'pwned'
+
+    class Payload:
+        def __reduce__(self): return (os.system, (f'touch {marker}',))
+    torch.save({'minifast_export': '{}', 'model': Payload()}, tmp_path/'evil.pkl')
+    with pytest.raises(ValueError, match='refused'):
+        load_learner(tmp_path/'evil.pkl')
+    assert not marker.exists()
+
+
+def test_not_an_export(tmp_path):
+    (tmp_path/'x.pkl').write_text('hello')
+    with pytest.raises(ValueError, match='not a minifast export'):
+        load_learner(tmp_path/'x.pkl')
+    torch.save({'model': {}}, tmp_path/'y.pkl')
+    with pytest.raises(ValueError, match='not a minifast export'):
+        load_learner(tmp_path/'y.pkl')
+
+
+@pytest.mark.parametrize('failure', ['read_only', 'disk_full'])
+def test_failed_export_keeps_previous_file(learn, tmp_path, monkeypatch, failure):
+    "Tests run as root here, where chmod does not stop writes, so the two failures are simulated where they happen."
+    import errno, tempfile
+    out = tmp_path/'out'
+    path = learn.export(out/'model.pkl')
+    before = path.read_bytes()
+    if failure == 'read_only':
+        def no_temp(*a, **k): raise PermissionError(errno.EROFS, 'Read-only file system')
+        monkeypatch.setattr(tempfile, 'mkstemp', no_temp)
+    else:
+        real_save = torch.save
+        def full(obj, f, *a, **k):
+            f.write(b'x' * 1000)
+            raise OSError(errno.ENOSPC, 'No space left on device')
+        monkeypatch.setattr(torch, 'save', full)
+    with pytest.raises(OSError, match='model.pkl'):
+        learn.export(out/'model.pkl')
+    monkeypatch.undo()
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in out.iterdir()) == ['model.pkl'], "no temporary file left behind"
+    load_learner(path)  # still a valid export
+
+
+def test_custom_model_needs_explicit_pickle(synth_dls, tmp_path):
+    from conftest import make_mlp
+    learn = Learner(synth_dls, make_mlp(), path=tmp_path)
+    with pytest.raises(ValueError, match='pickle_model=True'):
+        learn.export('m.pkl')
