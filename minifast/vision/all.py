@@ -7,23 +7,47 @@ __all__ = []
 
 # %% ../../nbs/99_vision.all.ipynb #9c930824
 import minifast.core as _core
-import minifast.data.transforms as _transforms
+import minifast.data.transforms as _data_transforms
 import minifast.data.core as _data_core
-import minifast.data.block as _block
-import minifast.data.external as _external
+import minifast.data.block as _data_block
+import minifast.data.external as _data_external
+import minifast.data.toy_pets as _data_toy_pets
 import minifast.vision.core as _vision_core
-import minifast.vision.augment as _augment
+import minifast.vision.augment as _vision_augment
 import minifast.vision.data as _vision_data
+import minifast.losses as _losses
+import minifast.metrics as _metrics
+import minifast.optimizer as _optimizer
+import minifast.callback.core as _callback_core
+import minifast.callback.progress as _callback_progress
+import minifast.callback.schedule as _callback_schedule
+import minifast.callback.fp16 as _callback_fp16
+import minifast.learner as _learner
+import minifast.export as _export
+import minifast.vision.learner as _vision_learner
+import minifast.interpret as _interpret
 
-_modules = [_core, _transforms, _data_core, _block, _external, _vision_core, _augment, _vision_data]
+_modules = [_core, _data_transforms, _data_core, _data_block, _data_external, _data_toy_pets, _vision_core, _vision_augment, _vision_data, _losses, _metrics, _optimizer, _callback_core, _callback_progress, _callback_schedule, _callback_fp16, _learner, _export, _vision_learner, _interpret]
 
 from ..core import *
 from ..data.transforms import *
 from ..data.core import *
 from ..data.block import *
 from ..data.external import *
+from ..data.toy_pets import *
 from .core import *
 from .augment import *
 from .data import *
+from ..losses import *
+from ..metrics import *
+from ..optimizer import *
+from ..callback.core import *
+from ..callback.progress import *
+from ..callback.schedule import *
+from ..callback.fp16 import *
+from ..learner import *
+from ..export import *
+from .learner import *
+from ..interpret import *
 
 __all__ = sorted({name for m in _modules for name in m.__all__})
