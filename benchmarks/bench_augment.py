@@ -1,0 +1,116 @@
+"""Time one batch of training augmentation: minifast's fused batch pipeline against torchvision.transforms.v2
+applied image by image (the approach of the course texts), and kornia when it is installed.
+
+    python benchmarks/bench_augment.py                  # CPU, torch's default number of threads
+    python benchmarks/bench_augment.py --device cuda    # on the GPU (timings synchronised)
+
+Each row is the median over --runs batches after --warmup batches, in ms per batch of 64 uint8 images.
+"""
+import argparse
+import statistics
+import time
+
+import torch
+import torchvision.transforms.v2 as T
+
+from minifast.data.transforms import Pipeline
+from minifast.vision.augment_batch import Hue, Saturation, aug_transforms
+from minifast.vision.core import Normalize, imagenet_stats
+
+CASES = [(160, 128), (460, 224)]   # (presized input, training size): fastbook's two presizing setups, scaled
+
+
+def sync(device):
+    if device.type == 'cuda': torch.cuda.synchronize(device)
+
+
+def median_ms(fn, x, device, warmup, runs):
+    for _ in range(warmup): fn(x)
+    times = []
+    for _ in range(runs):
+        sync(device)
+        start = time.perf_counter()
+        fn(x)
+        sync(device)
+        times.append((time.perf_counter() - start) * 1000)
+    return statistics.median(times)
+
+
+def fused(size, device, colour=False, channels_last=False):
+    "aug_transforms(size, min_scale=0.75) then Normalize: uint8 in, normalised float out."
+    tfms = aug_transforms(size=size, min_scale=0.75, channels_last=channels_last)
+    if colour: tfms += [Saturation(0.2), Hue(0.1)]
+    pipe = Pipeline(tfms + [Normalize.from_stats(*imagenet_stats)])
+    g = torch.Generator(device=device).manual_seed(0)
+    return lambda x: pipe(x, split_idx=0, generator=g)
+
+
+def torchvision_tfms(size, colour=False):
+    "The same augmentations with torchvision (bilinear everywhere, as in the fused pipeline)."
+    bilinear = T.InterpolationMode.BILINEAR
+    jitter = T.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2, hue=0.1) if colour else T.ColorJitter(brightness=0.2, contrast=0.2)
+    return T.Compose([T.RandomResizedCrop(size, scale=(0.75, 1), ratio=(1, 1), interpolation=bilinear, antialias=True),
+                      T.RandomHorizontalFlip(),
+                      T.RandomApply([T.RandomRotation(10, interpolation=bilinear)], p=0.75),
+                      T.RandomPerspective(0.2, p=0.75, interpolation=bilinear),
+                      T.RandomApply([jitter], p=0.75)])
+
+
+def torchvision_per_image(size, colour=False):
+    per_image, to_float = torchvision_tfms(size, colour), T.Compose([T.ToDtype(torch.float32, scale=True), T.Normalize(*imagenet_stats)])
+    return lambda x: to_float(torch.stack([per_image(im) for im in x]))
+
+
+def torchvision_whole_batch(size, colour=False):
+    "torchvision v2 on the batch tensor: fast, but one set of random parameters for all 64 images."
+    tfms = T.Compose([torchvision_tfms(size, colour), T.ToDtype(torch.float32, scale=True), T.Normalize(*imagenet_stats)])
+    return lambda x: tfms(x)
+
+
+def kornia_pipeline(size, colour=False):
+    import kornia.augmentation as K
+    aug = K.AugmentationSequential(
+        K.RandomResizedCrop((size, size), scale=(0.75, 1.), ratio=(1., 1.)), K.RandomHorizontalFlip(),
+        K.RandomRotation(10., p=0.75), K.RandomPerspective(0.2, p=0.75),
+        K.ColorJitter(0.2, 0.2, 0.2 if colour else 0., 0.1 if colour else 0., p=0.75),
+        K.Normalize(torch.tensor(imagenet_stats[0]), torch.tensor(imagenet_stats[1])))
+    return lambda x: aug(x.float().div_(255))
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--device', default='cpu', help="'cpu' or 'cuda'")
+    parser.add_argument('--bs', type=int, default=64)
+    parser.add_argument('--runs', type=int, default=5)
+    parser.add_argument('--warmup', type=int, default=1)
+    parser.add_argument('--colour', action='store_true', help='also compare with saturation and hue')
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    if device.type == 'cuda' and not torch.cuda.is_available(): parser.error('--device cuda: no CUDA device is available.')
+    try:
+        import kornia  # noqa: F401
+        have_kornia = True
+    except ImportError: have_kornia = False
+    name = torch.cuda.get_device_name(device) if device.type == 'cuda' else f'CPU, {torch.get_num_threads()} threads'
+    print(f"torch {torch.__version__}, {name}; batch of {args.bs} uint8 images; median of {args.runs} runs after {args.warmup} warm-up\n")
+    print(f"| {'input -> output':<16} | {'method':<62} | {'ms / batch':>10} | {'vs torchvision per image':>24} |")
+    print(f"|{'-' * 18}|{'-' * 64}|{'-' * 12}|{'-' * 26}|")
+    for src, size in CASES:
+        x = torch.randint(0, 256, (args.bs, 3, src, src), dtype=torch.uint8, generator=torch.Generator().manual_seed(0)).to(device)
+        for colour in ([False, True] if args.colour else [False]):
+            extra = ' + saturation, hue' if colour else ''
+            rows = [(f'minifast aug_transforms (fused){extra}', fused(size, device, colour)),
+                    (f'minifast aug_transforms (fused), channels_last{extra}', fused(size, device, colour, channels_last=True)),
+                    (f'torchvision v2 per image{extra}', torchvision_per_image(size, colour)),
+                    (f'torchvision v2 on the whole batch (same params for all){extra}', torchvision_whole_batch(size, colour)),
+                    (f'kornia{extra}', kornia_pipeline(size, colour) if have_kornia else None)]
+            results = {label: median_ms(fn, x, device, args.warmup, args.runs) if fn else None for label, fn in rows}
+            base = results[f'torchvision v2 per image{extra}']
+            for label, ms in results.items():
+                shown = f'{ms:10.1f}' if ms is not None else f"{'-':>10}"
+                ratio = f'{base / ms:23.1f}x' if ms is not None else f"{'not installed':>24}"
+                print(f"| {f'{src} -> {size}':<16} | {label:<62} | {shown} | {ratio} |")
+
+
+if __name__ == '__main__':
+    with torch.inference_mode(): main()
