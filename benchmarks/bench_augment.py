@@ -4,7 +4,9 @@ applied image by image (the approach of the course texts), and kornia when it is
     python benchmarks/bench_augment.py                  # CPU, torch's default number of threads
     python benchmarks/bench_augment.py --device cuda    # on the GPU (timings synchronised)
 
-Each row is the median over --runs batches after --warmup batches, in ms per batch of 64 uint8 images.
+Each row is the median over --runs batches after --warmup batches, in ms per batch of 64 uint8 images: wall-clock
+time, and on the CPU also the CPU time of this process (all its threads), which other programs running at the same
+time disturb much less.
 """
 import argparse
 import statistics
@@ -15,7 +17,7 @@ import torchvision.transforms.v2 as T
 
 from minifast.data.transforms import Pipeline
 from minifast.vision.augment_batch import Hue, Saturation, aug_transforms
-from minifast.vision.core import Normalize, imagenet_stats
+from minifast.vision.core import IntToFloatTensor, Normalize, imagenet_stats
 
 CASES = [(160, 128), (460, 224)]   # (presized input, training size): fastbook's two presizing setups, scaled
 
@@ -25,21 +27,24 @@ def sync(device):
 
 
 def median_ms(fn, x, device, warmup, runs):
+    "Median wall-clock and CPU milliseconds of `fn(x)`."
     for _ in range(warmup): fn(x)
-    times = []
+    wall, cpu = [], []
     for _ in range(runs):
         sync(device)
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         fn(x)
         sync(device)
-        times.append((time.perf_counter() - start) * 1000)
-    return statistics.median(times)
+        wall.append((time.perf_counter() - start) * 1000)
+        cpu.append((time.process_time() - start_cpu) * 1000)
+    return statistics.median(wall), statistics.median(cpu)
 
 
-def fused(size, device, colour=False, channels_last=False):
+def fused(size, device, colour=False, channels_last=False, int_to_float=False):
     "aug_transforms(size, min_scale=0.75) then Normalize: uint8 in, normalised float out."
     tfms = aug_transforms(size=size, min_scale=0.75, channels_last=channels_last)
     if colour: tfms += [Saturation(0.2), Hue(0.1)]
+    if int_to_float: tfms = [IntToFloatTensor()] + tfms   # what ImageBlock adds: the conversion at full size, first
     pipe = Pipeline(tfms + [Normalize.from_stats(*imagenet_stats)])
     g = torch.Generator(device=device).manual_seed(0)
     return lambda x: pipe(x, split_idx=0, generator=g)
@@ -93,23 +98,26 @@ def main():
     except ImportError: have_kornia = False
     name = torch.cuda.get_device_name(device) if device.type == 'cuda' else f'CPU, {torch.get_num_threads()} threads'
     print(f"torch {torch.__version__}, {name}; batch of {args.bs} uint8 images; median of {args.runs} runs after {args.warmup} warm-up\n")
-    print(f"| {'input -> output':<16} | {'method':<62} | {'ms / batch':>10} | {'vs torchvision per image':>24} |")
-    print(f"|{'-' * 18}|{'-' * 64}|{'-' * 12}|{'-' * 26}|")
+    print(f"| {'input -> output':<15} | {'method':<72} | {'ms / batch':>10} | {'CPU ms':>8} | {'vs torchvision per image':>24} |")
+    print(f"|{'-' * 17}|{'-' * 74}|{'-' * 12}|{'-' * 10}|{'-' * 26}|")
     for src, size in CASES:
         x = torch.randint(0, 256, (args.bs, 3, src, src), dtype=torch.uint8, generator=torch.Generator().manual_seed(0)).to(device)
         for colour in ([False, True] if args.colour else [False]):
             extra = ' + saturation, hue' if colour else ''
             rows = [(f'minifast aug_transforms (fused){extra}', fused(size, device, colour)),
                     (f'minifast aug_transforms (fused), channels_last{extra}', fused(size, device, colour, channels_last=True)),
+                    (f'minifast IntToFloatTensor + aug_transforms (fused){extra}', fused(size, device, colour, int_to_float=True)),
                     (f'torchvision v2 per image{extra}', torchvision_per_image(size, colour)),
                     (f'torchvision v2 on the whole batch (same params for all){extra}', torchvision_whole_batch(size, colour)),
                     (f'kornia{extra}', kornia_pipeline(size, colour) if have_kornia else None)]
             results = {label: median_ms(fn, x, device, args.warmup, args.runs) if fn else None for label, fn in rows}
             base = results[f'torchvision v2 per image{extra}']
-            for label, ms in results.items():
-                shown = f'{ms:10.1f}' if ms is not None else f"{'-':>10}"
-                ratio = f'{base / ms:23.1f}x' if ms is not None else f"{'not installed':>24}"
-                print(f"| {f'{src} -> {size}':<16} | {label:<62} | {shown} | {ratio} |")
+            for label, res in results.items():
+                if res is None:
+                    print(f"| {f'{src} -> {size}':<15} | {label:<72} | {'-':>10} | {'-':>8} | {'not installed':>24} |")
+                    continue
+                (ms, cpu), ratio = res, f"{base[0] / res[0]:.1f}x" + (f" ({base[1] / res[1]:.1f}x CPU)" if device.type == 'cpu' else '')
+                print(f"| {f'{src} -> {size}':<15} | {label:<72} | {ms:10.1f} | {cpu if device.type == 'cpu' else float('nan'):8.0f} | {ratio:>24} |")
 
 
 if __name__ == '__main__':
