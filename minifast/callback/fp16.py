@@ -22,7 +22,8 @@ def amp_config(device_type, precision, use_scaler=None):
     warning = None
     if precision == 'fp16' and device_type == 'cpu':
         warning = ("MixedPrecision: float16 on the CPU is slow and needs loss scaling; training in bfloat16 instead "
-                   "(call learn.to_bf16() to ask for it directly and silence this warning).")
+                   "(call learn.to_bf16() to ask for it directly and silence this warning, or learn.to_fp32(): without "
+                   "native bfloat16 (AVX512-BF16 or AMX) the CPU emulates it, slower than float32).")
         precision = 'bf16'
     dtype = _DTYPES[precision]
     return dtype, (dtype == torch.float16) if use_scaler is None else bool(use_scaler), warning

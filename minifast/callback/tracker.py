@@ -26,7 +26,9 @@ class TrackerCallback(Callback):
         self.best = None
 
     def before_fit(self):
-        names = self.learn.recorder.metric_names[1:-1]  # the columns of recorder.values: no epoch, no time
+        recorder = getattr(self.learn, 'recorder', None)
+        if recorder is None: raise ValueError(f"{type(self).__name__} reads the Recorder's results; create the Learner with default_cbs=True.")
+        names = recorder.metric_names[1:-1]  # the columns of recorder.values: no epoch, no time
         if self.monitor not in names:
             raise ValueError(f"{type(self).__name__}: monitor={self.monitor!r} is not a column of the results table; "
                              f"choose one of {names}.")
