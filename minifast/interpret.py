@@ -120,7 +120,7 @@ class ClassificationInterpretation(Interpretation):
         cm = self.confusion_matrix().double()
         if normalize: cm = cm / cm.sum(1, keepdim=True).clamp(min=1)
         cm, c = cm.numpy(), len(self.vocab)
-        fig, ax = plt.subplots(figsize=figsize or (max(4, c * 0.5 + 2),) * 2, dpi=dpi)
+        fig, ax = plt.subplots(figsize=figsize or (max(5, c * 0.5 + 2),) * 2, dpi=dpi)
         ax.imshow(cm, interpolation='nearest', cmap=cmap)
         ax.set_title(title)
         if c <= 100:  # beyond that labels only make a black smear
