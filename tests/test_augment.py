@@ -222,7 +222,8 @@ def test_dataloader_batches_reproduce():
     assert all(torch.equal(a, b) for a, b in zip(first, again))
     assert all((a - b).abs().max() > 0.05 for a, b in zip(first, other))
     valid = _loader(0).new(split_idx=1)
-    assert all(torch.equal(a[0], b[0]) for a, b in zip(valid, valid))
+    first_pass, second_pass = [b[0] for b in valid], [b[0] for b in valid]
+    assert all(torch.equal(a, b) for a, b in zip(first_pass, second_pass))
 
 
 def test_show_batch_unique_shows_augmented_images():

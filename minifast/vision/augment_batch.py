@@ -431,7 +431,7 @@ class FusedLighting(Transform):
         if colour is not None:
             if x.shape[1] != 3: raise ValueError(f"Saturation and Hue need RGB batches (N, 3, H, W); this one has {x.shape[1]} channels.")
             channels_last = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
-            x = torch.einsum('nij,njhw->nihw', colour, x).clamp_(0, 1)
+            x = torch.einsum('nij,njhw->nihw', colour.to(x.dtype), x).clamp_(0, 1)
             if channels_last: x = x.contiguous(memory_format=torch.channels_last)
         return x[0] if single else x
 
