@@ -26,8 +26,11 @@ import minifast.learner as _learner
 import minifast.export as _export
 import minifast.vision.learner as _vision_learner
 import minifast.interpret as _interpret
+import minifast.callback.tta as _callback_tta
+import minifast.callback.misc as _callback_misc
+import minifast.callback.tracker as _callback_tracker
 
-_modules = [_core, _data_transforms, _data_core, _data_block, _data_external, _data_toy_pets, _vision_core, _vision_augment, _vision_data, _losses, _metrics, _optimizer, _callback_core, _callback_progress, _callback_schedule, _callback_fp16, _learner, _export, _vision_learner, _interpret]
+_modules = [_core, _data_transforms, _data_core, _data_block, _data_external, _data_toy_pets, _vision_core, _vision_augment, _vision_data, _losses, _metrics, _optimizer, _callback_core, _callback_progress, _callback_schedule, _callback_fp16, _learner, _export, _vision_learner, _interpret, _callback_tracker, _callback_misc, _callback_tta]
 
 from ..core import *
 from ..data.transforms import *
@@ -49,5 +52,8 @@ from ..learner import *
 from ..export import *
 from .learner import *
 from ..interpret import *
+from ..callback.tta import *
+from ..callback.misc import *
+from ..callback.tracker import *
 
 __all__ = sorted({name for m in _modules for name in m.__all__})
