@@ -3,6 +3,7 @@ applied image by image (the approach of the course texts), and kornia when it is
 
     python benchmarks/bench_augment.py                  # CPU, torch's default number of threads
     python benchmarks/bench_augment.py --device cuda    # on the GPU (timings synchronised)
+    python benchmarks/bench_augment.py --threads 1      # one thread, as in a DataLoader worker
 
 Each row is the median over --runs batches after --warmup batches, in ms per batch of 64 uint8 images: wall-clock
 time, and on the CPU also the CPU time of this process (all its threads), which other programs running at the same
@@ -89,7 +90,9 @@ def main():
     parser.add_argument('--runs', type=int, default=5)
     parser.add_argument('--warmup', type=int, default=1)
     parser.add_argument('--colour', action='store_true', help='also compare with saturation and hue')
+    parser.add_argument('--threads', type=int, default=None, help="torch.set_num_threads (default: torch's own choice)")
     args = parser.parse_args()
+    if args.threads: torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     if device.type == 'cuda' and not torch.cuda.is_available(): parser.error('--device cuda: no CUDA device is available.')
     try:
