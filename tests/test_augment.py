@@ -306,6 +306,18 @@ def test_configs_rebuild_every_transform():
     torch.testing.assert_close(twin(x, split_idx=0, generator=gen(2)), fused(x, split_idx=0, generator=gen(2)))
 
 
+def test_resizing_a_fused_pipeline():
+    "Progressive resizing (callback.tta.resize_dls) rebuilds sized transforms from get_config() with a new size."
+    from minifast.callback.tta import resize_dls
+    from minifast.data.core import DataLoaders
+    train = _loader(0)
+    dls = DataLoaders(train, train.new(split_idx=1))
+    bigger = resize_dls(dls, 32)
+    assert bigger.train.one_batch()[0].shape == (3, 3, 32, 32) and bigger.valid.one_batch()[0].shape == (3, 3, 32, 32)
+    assert dls.train.one_batch()[0].shape == (3, 3, 24, 24)
+    with pytest.raises(ValueError, match='needs a RandomResizedCropGPU'): FusedGeometry([Rotate()], size=8)
+
+
 def test_options():
     x = torch.rand(2, 3, 30, 30)
     out = Pipeline(aug_transforms(size=16, channels_last=True, max_lighting=0.3))(x, split_idx=0)

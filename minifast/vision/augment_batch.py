@@ -299,13 +299,16 @@ def _from_config(t):
     return _TRANSFORMS[t['name']](**t['config'])
 
 class FusedGeometry(Transform):
-    "Neighbouring geometric transforms as one: their matrices multiplied per sample, then one `warp_batch`."
+    "Neighbouring geometric transforms as one: their matrices multiplied per sample, then one `warp_batch`; `size` replaces the output size."
     order = 30
-    def __init__(self, tfms):
+    def __init__(self, tfms, size=None):
         parts = []
         for t in map(_from_config, tfms): parts += t.tfms if isinstance(t, FusedGeometry) else [t]
         resizers = [t for t in parts if t.resizes]
         if len(resizers) > 1: raise ValueError(f"Two transforms set the output size: {resizers[0]!r} and {resizers[1]!r}. Keep one.")
+        if size is not None:   # e.g. progressive resizing rebuilds the transform with another size
+            if not resizers: raise ValueError(f"FusedGeometry: size={size} needs a RandomResizedCropGPU or BatchResize among {parts}.")
+            resizers = [type(resizers[0])(**{**resizers[0].get_config(), 'size': size})]
         for t in parts[1:]:
             for k in _SAMPLING:
                 if getattr(t, k) != getattr(parts[0], k):
@@ -333,7 +336,11 @@ class FusedGeometry(Transform):
                              channels_last=first.channels_last, min_stride=stride)
         return out[0] if single else out
 
-    def get_config(self): return {'tfms': [{'name': type(t).__name__, 'config': t.get_config()} for t in self.tfms]}
+    @property
+    def size(self): return self.tfms[0].size if self.tfms[0].resizes else None
+    def get_config(self):
+        return {'tfms': [{'name': type(t).__name__, 'config': t.get_config()} for t in self.tfms],
+                'size': None if self.size is None else list(self.size)}
     def __repr__(self): return f"FusedGeometry({' + '.join(map(repr, self.tfms))})"
 
 # %% ../../nbs/08_vision.augment_batch.ipynb #c63b8d32
