@@ -9,6 +9,9 @@ export PIP_DISABLE_PIP_VERSION_CHECK=1
 .venv/bin/pip install -q torch==2.14.1 torchvision==0.29.1
 .venv/bin/pip install -q -e '.[dev]'
 export MPLBACKEND=Agg
+# The checks run two processes at a time on a 2-core machine: one thread each, or the two fight over
+# the cores and PyTorch's thread pools slow every operation down many times.
+export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 
 echo "== nbdev_export: minifast/ must equal the export of nbs/"
 .venv/bin/nbdev_export

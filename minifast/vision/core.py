@@ -91,8 +91,9 @@ class ToTensor(Transform):
     order = 5
     def encodes(self, img):
         if isinstance(img, torch.Tensor): return img
-        a = np.array(img, dtype=np.uint8)  # a writable copy that torch can own
-        return torch.from_numpy(a).permute(2, 0, 1) if a.ndim == 3 else torch.from_numpy(a)[None]
+        a = np.asarray(img, dtype=np.uint8)
+        # one contiguous CHW copy here (numpy's transpose copy is fast) makes collation a plain memcpy
+        return torch.from_numpy(np.ascontiguousarray(a.transpose(2, 0, 1)) if a.ndim == 3 else a[None].copy())
 
 class IntToFloatTensor(Transform):
     "Batch transform: uint8 -> float in [0, 1] (order 10); `decodes` goes back to uint8."
