@@ -46,11 +46,19 @@ class Recorder(Callback):
     def __init__(self, beta=0.98):
         self.beta = beta
         self.values, self.lrs, self.moms, self._losses, self.iters = [], [], [], [], []
+        self.extra_columns = {}  # name -> function giving a value at the end of each epoch, added by other callbacks
+
+    def add_column(self, name, fn):
+        "Add a column to the epoch results: `fn()` is read after each epoch (e.g. MixedPrecision's skipped steps)."
+        self.extra_columns[name] = fn
+
+    def remove_column(self, name): self.extra_columns.pop(name, None)
 
     def before_fit(self):
         self.lrs, self.moms, self._losses, self.iters, self.values = [], [], [], [], []
         self._smooth, self._count, self._fitting = None, 0, True
         self.metrics = [as_metric(m) for m in self.learn.metrics]
+        self._columns = dict(self.extra_columns)  # the columns of this fit, kept for its values after it ends
 
     def after_fit(self): self._fitting = False
 
@@ -95,13 +103,14 @@ class Recorder(Callback):
         train_loss = float(self.smooth_loss) if self._losses else float('nan')
         valid_loss = float(self._valid_sum / self._valid_n) if self._valid_n else float('nan')
         self.log += [train_loss, valid_loss] + [float(m.value) if self._valid_n else float('nan') for m in self.metrics]
+        self.log += [fn() for fn in self._columns.values()]
         self.log.append(time.perf_counter() - self._start)
         self.values.append(self.log[1:-1])
         self.iters.append(len(self._losses))
 
     @property
     def metric_names(self):
-        return ['epoch', 'train_loss', 'valid_loss'] + [m.name for m in getattr(self, 'metrics', [])] + ['time']
+        return ['epoch', 'train_loss', 'valid_loss'] + [m.name for m in getattr(self, 'metrics', [])] + list(getattr(self, '_columns', self.extra_columns)) + ['time']
 
     def plot_loss(self, skip_start=5, with_valid=True):
         "Plot the smoothed training loss per batch, and the validation loss at the end of each epoch."

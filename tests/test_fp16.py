@@ -113,6 +113,8 @@ def test_scaler_skips_a_step_whose_gradients_are_inf():
     learn.fit(1, 1e-2)
     mp, n = learn.mixed_precision, len(learn.dls.train)
     assert mp.skipped_steps == 1 and mp.skipped_per_epoch == [1]
+    names = learn.recorder.metric_names
+    assert 'skipped_steps' in names and learn.recorder.values[0][names.index('skipped_steps') - 1] == 1  # visible in the recorder
     assert learn.inf_grad_at.snaps[2] is True  # unchanged by the bad step
     assert not any(learn.inf_grad_at.snaps[i] for i in range(n) if i != 2)  # every other step moved the weights
     assert mp.scaler.get_scale() == 2.**9  # backed off once

@@ -69,6 +69,13 @@ class MixedPrecision(Callback):
             self.scaler, self._scaler_device = torch.amp.GradScaler(device.type, **self.scaler_kwargs), device.type
         self._stepper = _ScalerStepper(self.learn.opt)
         self.skipped_steps, self.skipped_per_epoch = 0, []
+        recorder = getattr(self.learn, 'recorder', None)
+        if self.scaler is not None and recorder is not None:  # the skipped steps become a column of the results table
+            recorder.add_column('skipped_steps', lambda: self.skipped_per_epoch[-1] if self.skipped_per_epoch else 0)
+
+    def after_fit(self):
+        recorder = getattr(self.learn, 'recorder', None)
+        if recorder is not None: recorder.remove_column('skipped_steps')
 
     def before_epoch(self): self._skipped_at_start = self.skipped_steps
     def after_epoch(self): self.skipped_per_epoch.append(self.skipped_steps - self._skipped_at_start)
