@@ -229,3 +229,33 @@ def test_sgd_opt_func(synth_dls):
     learn = Learner(synth_dls, make_mlp(), opt_func=SGD, lr=0.1)
     with learn.no_bar(): learn.fit(2)
     assert learn.recorder.values[-1][1] < 0.5
+
+
+def test_summary_shows_shapes_params_and_frozen_state(colour_folder):
+    from minifast.vision.data import ImageDataLoaders
+    from minifast.vision.augment import Resize
+    from minifast.vision.learner import vision_learner, resnet18
+    dls = ImageDataLoaders.from_folder(colour_folder, valid_pct=0.25, seed=0, item_tfms=Resize(32), bs=4, device='cpu')
+    learn = vision_learner(dls, resnet18, pretrained=False)
+    learn.freeze()
+    text = learn.summary()
+    total = sum(p.numel() for p in learn.model.parameters())
+    trainable = sum(p.numel() for p in learn.model.parameters() if p.requires_grad)
+    assert f"Total params: {total:,}" in text and f"Trainable params: {trainable:,}" in text
+    assert trainable < total and 'frozen up to layer group 2' in text
+    linears = [l for l in text.splitlines() if l.startswith('Linear')]
+    assert '(2, 2)' in linears[-1] and 'True' in linears[-1], "the head's last layer: 2 classes, trainable"
+    assert any(l.startswith('Conv2d') and '(2, 64, 16, 16)' in l and 'False' in l for l in text.splitlines())
+
+
+def test_test_dl_runs_the_validation_pipeline(colour_folder):
+    from minifast.vision.data import ImageDataLoaders
+    from minifast.vision.augment import Resize
+    dls = ImageDataLoaders.from_folder(colour_folder, valid_pct=0.25, seed=0, item_tfms=Resize(24), bs=4, device='cpu')
+    files = sorted(colour_folder.glob('red/*.jpg'))[:3]
+    tdl = dls.test_dl(files)
+    (xb,) = tdl.one_batch()
+    assert xb.shape == (3, 3, 24, 24)
+    assert torch.equal(xb, tdl.one_batch()[0]), "no random augmentation on test items"
+    xb2, yb2 = dls.test_dl(files, with_labels=True).one_batch()
+    assert [dls.vocab[int(i)] for i in yb2] == ['red'] * 3
