@@ -56,7 +56,8 @@ def run_demo(out='demo_out', epochs=3, arch='efficientnet_lite0', size=128, pres
     results['lr_find_valley'], results['base_lr'] = float(suggestion.valley), base_lr
     print_fn(f"  valley suggestion {suggestion.valley:.2e}; training with base_lr={base_lr:.2e}")
 
-    print_fn(f"3. fine_tune({epochs}): one epoch with the body frozen, then {epochs} with everything")
+    if pretrained: print_fn(f"3. fine_tune({epochs}): one epoch with the body frozen, then {epochs} with everything")
+    else: print_fn(f"3. fit_one_cycle({epochs + 1}) from scratch: the same number of epochs as fine_tune({epochs})")
     t_train = time.perf_counter()
     if pretrained: learn.fine_tune(epochs, base_lr=base_lr)
     else: learn.fit_one_cycle(epochs + 1, base_lr * 5)
