@@ -116,6 +116,13 @@ class BaseLoss(nn.Module):
         self.axis, self.flatten = axis, flatten
         self.reduction = _check_reduction(reduction, type(self).__name__)
 
+    def _weight_arg(self, args, weight, others: str):
+        "`weight` may be given positionally, as in torch's losses; nothing else may."
+        if len(args) > 1 or (args and weight is not None):
+            raise TypeError(f"{type(self).__name__}: the only positional argument is `weight`; pass the others "
+                            f"by name ({others}), got {len(args)} positional.")
+        return args[0] if args else weight
+
     def activation(self, x: Tensor) -> Tensor:
         "Turn the model's raw output into what a person reads (probabilities, ...)."
         return x
@@ -148,10 +155,7 @@ class CrossEntropyLossFlat(BaseLoss):
     def __init__(self, *args, axis: int = -1, weight: Tensor | None = None, ignore_index: int = -100,
                  reduction: str = 'mean', label_smoothing: float = 0.0, flatten: bool = True):
         super().__init__(axis, flatten, reduction)
-        if len(args) > 1 or (args and weight is not None):
-            raise TypeError(f"{type(self).__name__}: the only positional argument is `weight`; pass the others "
-                            f"by name (ignore_index=..., reduction=...), got {len(args)} positional.")
-        if args: weight = args[0]
+        weight = self._weight_arg(args, weight, 'ignore_index=..., reduction=...')
         if not 0.0 <= label_smoothing <= 1.0:
             raise ValueError(f"{type(self).__name__}: label_smoothing must be in [0.0, 1.0], got {label_smoothing}.")
         self.ignore_index, self.label_smoothing = ignore_index, label_smoothing
@@ -194,10 +198,7 @@ class BCEWithLogitsLossFlat(BaseLoss):
     def __init__(self, *args, axis: int = -1, weight: Tensor | None = None, pos_weight: Tensor | None = None,
                  reduction: str = 'mean', thresh: float = 0.5, flatten: bool = True):
         super().__init__(axis, flatten, reduction)
-        if len(args) > 1 or (args and weight is not None):
-            raise TypeError(f"{type(self).__name__}: the only positional argument is `weight`; pass the others "
-                            f"by name (pos_weight=..., thresh=...), got {len(args)} positional.")
-        if args: weight = args[0]
+        weight = self._weight_arg(args, weight, 'pos_weight=..., thresh=...')
         self.thresh = thresh
         self.register_buffer('weight', None if weight is None else torch.as_tensor(weight, dtype=torch.float32))
         self.register_buffer('pos_weight', None if pos_weight is None else torch.as_tensor(pos_weight, dtype=torch.float32))
