@@ -339,3 +339,15 @@ def test_errors_name_the_culprit():
     with pytest.raises(ValueError, match='different mode'): Pipeline([Rotate(), Zoom(mode='nearest')])
     with pytest.raises(ValueError, match=r'expected \(2, 3, 3\)'): warp_batch(torch.rand(2, 3, 4, 4), torch.eye(3)[None])
     with pytest.raises(ValueError, match="Unknown batch transform 'Blur'"): FusedGeometry([{'name': 'Blur', 'config': {}}])
+
+
+def test_int_to_float_is_left_to_the_fused_geometry():
+    "uint8 -> float happens once, at the output size, inside the resampling; the result equals converting first."
+    pipe = Pipeline([IntToFloatTensor(), *aug_transforms(size=24, max_lighting=0.)])
+    assert not any(isinstance(t, IntToFloatTensor) for t in pipe)
+    x = torch.randint(0, 256, (4, 3, 40, 48), dtype=torch.uint8)
+    fused = pipe(x, split_idx=0, generator=torch.Generator().manual_seed(3))
+    first = Pipeline(aug_transforms(size=24, max_lighting=0.))(x.float() / 255, split_idx=0, generator=torch.Generator().manual_seed(3))
+    assert fused.dtype == torch.float32 and 0 <= float(fused.min()) and float(fused.max()) <= 1
+    torch.testing.assert_close(fused, first, atol=1e-5, rtol=1e-5)
+    assert any(isinstance(t, IntToFloatTensor) for t in Pipeline([IntToFloatTensor(), Normalize.from_stats(*imagenet_stats)]))

@@ -172,6 +172,7 @@ class GeometricTransform(Transform):
     "Base of the batch transforms that move pixels: each gives (N, 3, 3) matrices; neighbours fuse into one `warp_batch`."
     order = 30
     resizes = False   # true for the one transform that sets the output size
+    reads_uint8 = True  # converts a uint8 batch to float itself, so IntToFloatTensor can leave it the work
 
     def __init__(self, p=1., batch=False, mode='bilinear', pad_mode='reflection', align_corners=True, channels_last=False):
         name = type(self).__name__
@@ -301,6 +302,7 @@ def _from_config(t):
 class FusedGeometry(Transform):
     "Neighbouring geometric transforms as one: their matrices multiplied per sample, then one `warp_batch`; `size` replaces the output size."
     order = 30
+    reads_uint8 = True
     def __init__(self, tfms, size=None):
         parts = []
         for t in map(_from_config, tfms): parts += t.tfms if isinstance(t, FusedGeometry) else [t]

@@ -103,6 +103,10 @@ class IntToFloatTensor(Transform):
     def decodes(self, x): return (x * self.div).round_().clamp_(0, 255).to(torch.uint8) if torch.is_floating_point(x) else x
     def get_config(self): return {'div': self.div}
 
+    def fuse(self, other):
+        "When the next transform reads uint8 itself (the fused batch geometry), leave the conversion to it: it then happens once, at the output size."
+        return other if getattr(other, 'reads_uint8', False) and self.div == 255. else None
+
 imagenet_stats = ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
 
 class Normalize(Transform):
