@@ -34,11 +34,11 @@ def _transform_registry():
     return _minifast_subclasses(Transform)
 
 def _describe_tfms(pipe, what):
-    out = []
+    out, registry = [], _transform_registry()
     for t in pipe:
         if isinstance(t, FuncTransform): continue  # getters and plain functions: not part of inference
         name = type(t).__name__
-        if _transform_registry().get(name) is not type(t):
+        if registry.get(name) is not type(t):
             raise ValueError(f"export: the {what} transform {t!r} is not a minifast transform, so it cannot be described "
                              f"without pickling code. Use learn.save() for the weights and rebuild the data in code.")
         out.append({'name': name, 'config': t.get_config()})

@@ -27,15 +27,16 @@ def _setup_pipeline(pipe, items):
 
 class Datasets:
     "Items and one transform pipeline per sample element; `splits` are the training and validation indices."
-    def __init__(self, items, tfms, splits=None, n_inp=None, kinds=None):
+    def __init__(self, items, tfms, splits=None, n_inp=None, kinds=None, setup=True):
         if hasattr(items, 'iloc'): items = [row for _, row in items.iterrows()]  # a DataFrame: one item per row
         self.items = L(items)
-        self.pipelines = [Pipeline(t) for t in tfms]
+        self.pipelines = [t if isinstance(t, Pipeline) else Pipeline(t) for t in tfms]
         self.splits = tuple(L(s) for s in (splits if splits is not None else (range(len(self.items)), [])))
         self.n_inp = n_inp if n_inp is not None else max(1, len(self.pipelines) - 1)
         self.kinds = tuple(kinds) if kinds is not None else ('other',) * len(self.pipelines)
-        train_items = self.items[self.splits[0]]
-        for p in self.pipelines: _setup_pipeline(p, train_items)
+        if setup:  # `setup=False` reuses pipelines already fitted (e.g. the vocabulary) for new items
+            train_items = self.items[self.splits[0]]
+            for p in self.pipelines: _setup_pipeline(p, train_items)
 
     def __len__(self): return len(self.items)
 
@@ -289,9 +290,8 @@ class DataLoaders:
         "A loader over new `items` with the validation pipelines (no augmentation); labels too if `with_labels`."
         dsets = self.train_ds.dsets
         n = len(dsets.pipelines) if with_labels else dsets.n_inp
-        test_ds = Datasets.__new__(Datasets)  # same fitted pipelines (vocab included), new items, no setup
-        test_ds.items, test_ds.pipelines, test_ds.n_inp = L(items), dsets.pipelines[:n], dsets.n_inp
-        test_ds.kinds, test_ds.splits = dsets.kinds[:n], (L(), L(range(len(items))))
+        test_ds = Datasets(items, dsets.pipelines[:n], splits=([], range(len(items))), n_inp=dsets.n_inp,
+                           kinds=dsets.kinds[:n], setup=False)
         valid = self.valid
         return valid.new(dataset=test_ds.valid, bs=bs or valid.bs, shuffle=False, drop_last=False,
                          after_item=valid.after_item[:n], after_batch=valid.after_batch[:n], kinds=test_ds.kinds, **kwargs)

@@ -23,7 +23,7 @@ class LoadImage(Transform):
     def __repr__(self): return f"PILImage.create(draft_size={self.draft_size})" if self.draft_size else "PILImage.create"
 
 def ImageBlock(cls=PILImage):
-    "An image element: read as RGB, `uint8` tensor per item, float per batch on the device."
+    "An image element: read as RGB, `uint8` tensor per item, float per batch on the device. (`cls` is accepted for fastai code; images are always `PILImage`.)"
     return TransformBlock(type_tfms=LoadImage(), item_tfms=ToTensor(), batch_tfms=IntToFloatTensor(), kind='image')
 
 # %% ../../nbs/09_vision.data.ipynb #4e45c541
