@@ -30,7 +30,9 @@ def ImageBlock(cls=PILImage):
 class ImageDataLoaders:
     "Shortcuts from the usual layouts of labelled images to `DataLoaders`."
     @staticmethod
-    def _dataloaders(dblock, source, path, **kwargs): return dblock.dataloaders(source, path=path, **kwargs)
+    def _dataloaders(dblock, source, path, seed=None, **kwargs):
+        "`seed` makes both the split and the loaders' shuffling and augmentation reproducible."
+        return dblock.dataloaders(source, path=path, seed=seed, **kwargs)
 
     @classmethod
     def from_folder(cls, path, train='train', valid='valid', valid_pct=None, seed=None, vocab=None, item_tfms=None,
@@ -41,14 +43,14 @@ class ImageDataLoaders:
         folders = [train, valid] if valid_pct is None else None
         dblock = DataBlock(blocks=(ImageBlock, CategoryBlock(vocab=vocab)), get_items=lambda p: get_image_files(p, folders=folders),
                            splitter=splitter, get_y=parent_label, item_tfms=item_tfms, batch_tfms=batch_tfms)
-        return cls._dataloaders(dblock, path, path, **kwargs)
+        return cls._dataloaders(dblock, path, path, seed=seed, **kwargs)
 
     @classmethod
     def from_path_func(cls, path, fnames, label_func, valid_pct=0.2, seed=None, item_tfms=None, batch_tfms=None, **kwargs):
         "Label each of `fnames` with `label_func(path_of_file)`."
         dblock = DataBlock(blocks=(ImageBlock, CategoryBlock), splitter=RandomSplitter(valid_pct, seed=seed),
                            get_y=label_func, item_tfms=item_tfms, batch_tfms=batch_tfms)
-        return cls._dataloaders(dblock, list(fnames), path, **kwargs)
+        return cls._dataloaders(dblock, list(fnames), path, seed=seed, **kwargs)
 
     @classmethod
     def from_name_func(cls, path, fnames, label_func, **kwargs):
@@ -72,7 +74,7 @@ class ImageDataLoaders:
         if len(fnames) != len(labels): raise ValueError(f"from_lists: {len(fnames)} file names but {len(labels)} labels.")
         dblock = DataBlock(blocks=(ImageBlock, CategoryBlock), splitter=RandomSplitter(valid_pct, seed=seed),
                            get_x=lambda o: o[0], get_y=lambda o: o[1], item_tfms=item_tfms, batch_tfms=batch_tfms)
-        return cls._dataloaders(dblock, list(zip(fnames, labels)), path, **kwargs)
+        return cls._dataloaders(dblock, list(zip(fnames, labels)), path, seed=seed, **kwargs)
 
     @classmethod
     def from_df(cls, df, path='.', valid_pct=0.2, seed=None, fn_col=0, folder=None, suff='', label_col=1, label_delim=None,
@@ -86,4 +88,4 @@ class ImageDataLoaders:
         dblock = DataBlock(blocks=(ImageBlock, y_block), get_x=ColReader(fn_name, pref=pref, suff=suff),
                            get_y=ColReader(label_name, label_delim=label_delim), splitter=splitter,
                            item_tfms=item_tfms, batch_tfms=batch_tfms)
-        return cls._dataloaders(dblock, df, path, **kwargs)
+        return cls._dataloaders(dblock, df, path, seed=seed, **kwargs)
