@@ -128,12 +128,13 @@ class DataBlock:
 
 # %% ../../nbs/03_data.block.ipynb #e58c2d07
 def _run_steps(pipe, x, split_idx, generator, indent, out):
-    "Apply the transforms of `pipe` one at a time, printing each result; return (value, failed_tfm)."
+    "Apply the transforms of `pipe` one at a time, printing each result; return (value, failure) where failure names the transform and the error."
     for t in pipe:
         try: x = t(x, split_idx=split_idx, generator=generator)
         except Exception as e:
-            out(f"{indent}FAILED applying {t!r}: {type(e).__name__}: {e}")
-            return x, t
+            failure = f"{t!r}: {type(e).__name__}: {e}"
+            out(f"{indent}FAILED applying {failure}")
+            return x, failure
         out(f"{indent}{t!r} -> {_describe(x)}")
     return x, None
 
@@ -145,7 +146,9 @@ def _datablock_summary(dblock, source, bs=4, show_batch=False, print_fn=print):
     splits = dblock.splitter(items)
     out(f"2 datasets of sizes {len(splits[0])} (train) and {len(splits[1])} (valid)")
     out("Setting up the type transforms (e.g. the vocabulary, from the training items)")
-    dsets = Datasets(items, dblock._type_pipelines(), splits=splits, n_inp=dblock.n_inp, kinds=dblock.kinds)
+    try: dsets = Datasets(items, dblock._type_pipelines(), splits=splits, n_inp=dblock.n_inp, kinds=dblock.kinds)
+    except Exception as e:
+        out(f"FAILED setting up the type transforms: {type(e).__name__}: {e}"); return
     if dsets.vocab is not None: out(f"  vocab: {len(dsets.vocab)} classes: {list(dsets.vocab)[:8]}{' ...' if len(dsets.vocab) > 8 else ''}")
     after_item, after_batch = dblock._stage_tfms()
     after_item, after_batch = [Pipeline(t) for t in after_item], [Pipeline(t) for t in after_batch]
@@ -162,7 +165,7 @@ def _datablock_summary(dblock, source, bs=4, show_batch=False, print_fn=print):
             say(f"  element {k} ({kind}), type transforms:")
             x, failed = _run_steps(pipe, item, 0, generator, '    ', say)
             if failed is not None:
-                if not verbose: out(f"  item {i} ({item}): FAILED applying {failed!r} to element {k}")
+                if not verbose: out(f"  item {i} ({item}): FAILED applying to element {k} {failed}")
                 return None
             sample.append(x)
         say("  item transforms (training):")
@@ -171,7 +174,7 @@ def _datablock_summary(dblock, source, bs=4, show_batch=False, print_fn=print):
             say(f"    element {k}:" + ('' if len(pipe) else ' none'))
             x, failed = _run_steps(pipe, x, 0, generator, '      ', say)
             if failed is not None:
-                if not verbose: out(f"  item {i} ({item}): FAILED applying item transform {failed!r} to element {k}")
+                if not verbose: out(f"  item {i} ({item}): FAILED applying to element {k} the item transform {failed}")
                 return None
             res.append(x)
         return tuple(res)

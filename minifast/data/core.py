@@ -25,6 +25,25 @@ def _setup_pipeline(pipe, items):
         t.setup(items)
         items = [t(o) for o in items]
 
+def _check_labels(pipe, items, where):
+    "Raise if a transform of `pipe` with a vocabulary (e.g. `Categorize`) would meet an unknown label among `items`."
+    tfms = list(pipe)
+    k = next((i for i, t in enumerate(tfms) if hasattr(t, 'unknown') and getattr(t, 'vocab', None) is not None), None)
+    if k is None or not items: return
+    unknown, first = {}, None
+    for item in items:
+        x = item
+        for t in tfms[:k]: x = t(x)
+        for label in tfms[k].unknown(x):
+            unknown[repr(label)] = unknown.get(repr(label), 0) + 1
+            if first is None: first = dict(item) if hasattr(item, 'iloc') else item   # a DataFrame row: its columns
+    if unknown:
+        shown = ', '.join(f"{l} ({n} items)" for l, n in sorted(unknown.items())[:5]) + (' ...' if len(unknown) > 5 else '')
+        raise ValueError(f"{len(unknown)} label(s) of the {where} set never occur in the training set, so the vocabulary "
+                         f"({len(tfms[k].vocab)} classes) has no class for them: {shown}; e.g. item {first}. Give every "
+                         f"class training examples (change the split: another seed, a smaller valid_pct), or pass "
+                         f"vocab= with all the classes.")
+
 class Datasets:
     "Items and one transform pipeline per sample element; `splits` are the training and validation indices."
     def __init__(self, items, tfms, splits=None, n_inp=None, kinds=None, setup=True):
@@ -37,6 +56,7 @@ class Datasets:
         if setup:  # `setup=False` reuses pipelines already fitted (e.g. the vocabulary) for new items
             train_items = self.items[self.splits[0]]
             for p in self.pipelines: _setup_pipeline(p, train_items)
+            for p in self.pipelines: _check_labels(p, self.items[self.splits[1]], 'validation')
 
     def __len__(self): return len(self.items)
 

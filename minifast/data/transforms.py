@@ -233,6 +233,10 @@ class CategoryMap:
     def __eq__(self, other): return list(self) == list(other)
     def __repr__(self): return f"CategoryMap({self.items!r})" if len(self) <= 10 else f"CategoryMap({len(self)} classes: {self.items[:10]!r} ...)"
 
+def _known(vocab, label):
+    try: return label in vocab.o2i
+    except TypeError: return False   # unhashable: never a class name
+
 class Categorize(Transform):
     "Turn a label into its class index (a long tensor); the vocabulary comes from the training labels."
     order = 1
@@ -247,6 +251,10 @@ class Categorize(Transform):
         if self.vocab is None: raise RuntimeError("Categorize has no vocabulary yet: call setup(train_labels) or pass vocab=.")
         return torch.tensor(self.vocab.index(label))
 
+    def unknown(self, label) -> list:
+        "`[label]` if the vocabulary lacks it, else `[]` (lets `Datasets` check the validation labels up front)."
+        return [] if _known(self.vocab, label) else [label]
+
     def decodes(self, idx): return self.vocab[int(idx)]
     def get_config(self): return {'vocab': None if self.vocab is None else list(self.vocab), 'sort': self.sort}
     def __repr__(self): return f"Categorize({'no vocab yet' if self.vocab is None else f'{len(self.vocab)} classes'})"
@@ -259,6 +267,10 @@ class MultiCategorize(Transform):
 
     def setup(self, label_lists):
         if self.vocab is None: self.vocab = CategoryMap(l for ls in label_lists for l in ls)
+
+    def unknown(self, labels) -> list:
+        "The labels of the list `labels` that the vocabulary lacks."
+        return [l for l in labels if not _known(self.vocab, l)]
 
     def encodes(self, labels):
         out = torch.zeros(len(self.vocab))

@@ -65,7 +65,10 @@ class RandomResizedCrop(Transform):
     def __init__(self, size, min_scale=0.08, ratio=(3/4, 4/3), val_xtra=0.14, resample=Image.BILINEAR):
         self.size, self.min_scale, self.ratio, self.val_xtra, self.resample = _size_hw(size), min_scale, tuple(ratio), val_xtra, resample
 
-    def draft_size(self): return max(self.size)
+    def draft_size(self):
+        "The smallest side a JPEG may be decoded at so that even the smallest window still has `size` pixels (no upsampling)."
+        th, tw = self.size
+        return math.ceil(max(tw / math.sqrt(self.min_scale * self.ratio[0]), th * math.sqrt(self.ratio[1] / self.min_scale)))
 
     def crop_box(self, w, h, split_idx=None, generator=None):
         th, tw = self.size
