@@ -1,6 +1,7 @@
 """minifast.vision.augment_batch: the fused batch augmentation. Geometry against torchvision and exact pixel moves,
 one grid_sample per batch, quality against a float64 reference, reproducibility, lighting against separate
 implementations, configs, errors, and the DataLoader."""
+import inspect
 import json
 import math
 
@@ -216,7 +217,9 @@ def _loader(seed, items=6):
 
 
 def test_dataloader_batches_reproduce():
-    first = [b[0] for b in _loader(0)]
+    dl = _loader(0)
+    first = [b[0] for b in dl]
+    assert all((a - b[0]).abs().max() > 0.05 for a, b in zip(first, dl)), "the next epoch is augmented anew"
     again = [b[0] for b in _loader(0)]
     other = [b[0] for b in _loader(1)]
     assert all(torch.equal(a, b) for a, b in zip(first, again))
@@ -224,6 +227,19 @@ def test_dataloader_batches_reproduce():
     valid = _loader(0).new(split_idx=1)
     first_pass, second_pass = [b[0] for b in valid], [b[0] for b in valid]
     assert all(torch.equal(a, b) for a, b in zip(first_pass, second_pass))
+
+
+def test_show_batch_shows_augmented_training_images():
+    import matplotlib.pyplot as plt
+    dl = _loader(0)   # not shuffled: show_batch shows items 0, 1, 2
+    centre = (dl.new(split_idx=1).one_batch()[0] * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    fig = dl.show_batch(max_n=3)
+    shown = [ax.images[0].get_array() for ax in fig.axes if ax.images]
+    plt.close(fig)
+    assert len(shown) == 3 and all(np.abs(a.astype(int) - c).mean() > 5 for a, c in zip(shown, centre))
+    fig = dl.new(split_idx=1).show_batch(max_n=3)   # the validation view is the plain centre crop
+    assert all(np.abs(ax.images[0].get_array().astype(int) - c).max() <= 1 for ax, c in zip(fig.axes, centre))
+    plt.close(fig)
 
 
 def test_show_batch_unique_shows_augmented_images():
@@ -293,6 +309,35 @@ def test_hue_keeps_greys_grey_and_lighting_is_training_only():
 
 
 # ---- configs, options and errors ----------------------------------------------------------------------------------
+
+def test_names_and_defaults_follow_fastai():
+    "The signature the issue gives (fastai's), argument by argument, and what aug_transforms builds from it."
+    expected = dict(mult=1., do_flip=True, flip_vert=False, max_rotate=10., min_zoom=1., max_zoom=1.1, max_lighting=0.2,
+                    max_warp=0.2, p_affine=0.75, p_lighting=0.75, xtra_tfms=None, size=None, mode='bilinear',
+                    pad_mode='reflection', align_corners=True, batch=False, min_scale=1.)
+    params = inspect.signature(aug_transforms).parameters
+    assert list(params)[:len(expected)] == list(expected)
+    assert {k: params[k].default for k in expected} == expected
+    defaults = lambda cls: {k: p.default for k, p in inspect.signature(cls).parameters.items() if k != 'kwargs'}
+    assert list(inspect.signature(RandomResizedCropGPU).parameters)[:3] == ['size', 'min_scale', 'ratio']
+    assert defaults(RandomResizedCropGPU)['min_scale'] == 0.08 and defaults(RandomResizedCropGPU)['ratio'] == (3/4, 4/3)
+    assert defaults(Flip)['p'] == defaults(Dihedral)['p'] == 0.5
+    assert (defaults(Rotate), defaults(Zoom), defaults(Warp)) == (dict(max_deg=10., p=0.5), dict(min_zoom=1., max_zoom=1.1, p=0.5),
+                                                                   dict(magnitude=0.2, p=0.5))
+    for cls in (Brightness, Contrast, Saturation): assert defaults(cls) == dict(max_lighting=0.2, p=0.75, batch=False)
+    assert defaults(Hue) == dict(max_hue=0.1, p=0.75, batch=False)
+    built = {type(t).__name__: t for t in aug_transforms(size=64, min_scale=0.75)}
+    assert list(built) == ['RandomResizedCropGPU', 'Flip', 'Warp', 'Rotate', 'Zoom', 'Brightness', 'Contrast']
+    crop, flip, warp, rot, zoom = (built[k] for k in ['RandomResizedCropGPU', 'Flip', 'Warp', 'Rotate', 'Zoom'])
+    assert (crop.size, crop.min_scale, crop.ratio, crop.p) == ((64, 64), 0.75, (1., 1.), 1.)
+    assert flip.p == 0.5 and (warp.magnitude, warp.p, rot.max_deg, rot.p) == (0.2, 0.75, 10., 0.75)
+    assert (zoom.min_zoom, zoom.max_zoom, zoom.p) == (1., 1.1, 0.75)
+    assert all((t.max_lighting, t.p) == (0.2, 0.75) for t in (built['Brightness'], built['Contrast']))
+    assert all((t.mode, t.pad_mode, t.align_corners, t.batch) == ('bilinear', 'reflection', True, False)
+               for t in (crop, flip, warp, rot, zoom))
+    assert [type(t) for t in aug_transforms()] == [Flip, Warp, Rotate, Zoom, Brightness, Contrast]   # no size: no crop
+
+
 
 def test_configs_rebuild_every_transform():
     tfms = aug_transforms(size=(20, 30), min_scale=0.5, flip_vert=True, pad_mode='zeros') + [Saturation(0.3), Hue(0.05)]
