@@ -51,7 +51,7 @@ def run_demo(out='demo_out', epochs=3, arch='efficientnet_lite0', size=128, pres
     print_fn(f"2. A {arch} learner ({'pretrained on ImageNet' if pretrained else 'from scratch'}), and the learning-rate finder")
     learn = vision_learner(dls, arch, pretrained=pretrained, metrics=error_rate)
     suggestion = learn.lr_find(num_it=lr_find_iters, show_plot=True)
-    save(plt.gcf(), 'lr_find.png')
+    save(suggestion.figure, 'lr_find.png')
     base_lr = lr if lr is not None else float(min(max(suggestion.valley, 1e-4), 1e-2))
     results['lr_find_valley'], results['base_lr'] = float(suggestion.valley), base_lr
     print_fn(f"  valley suggestion {suggestion.valley:.2e}; training with base_lr={base_lr:.2e}")

@@ -22,7 +22,7 @@ from .callback.core import (Callback, CancelBackwardException, CancelBatchExcept
 from .losses import BCEWithLogitsLossFlat, CrossEntropyLossFlat, MSELossFlat
 from .metrics import as_metric
 from .optimizer import Adam, norm_params, params_for_wd
-from .callback.schedule import lr_range
+from .callback.schedule import lr_range, valley
 
 # %% ../nbs/16_learner.ipynb #36210a86
 _default_losses = {'category': CrossEntropyLossFlat, 'multicategory': BCEWithLogitsLossFlat, 'regression': MSELossFlat}
@@ -46,6 +46,7 @@ class Recorder(Callback):
     def __init__(self, beta=0.98):
         self.beta = beta
         self.values, self.lrs, self.moms, self._losses, self.iters = [], [], [], [], []
+        self.epoch_logged, self._in_epoch = False, False
         self.extra_columns = {}  # name -> function giving a value at the end of each epoch, added by other callbacks
 
     def add_column(self, name, fn):
@@ -57,6 +58,7 @@ class Recorder(Callback):
     def before_fit(self):
         self.lrs, self.moms, self._losses, self.iters, self.values = [], [], [], [], []
         self._smooth, self._count, self._fitting = None, 0, True
+        self.epoch_logged, self._in_epoch = False, False
         self.metrics = [as_metric(m) for m in self.learn.metrics]
         self._columns = dict(self.extra_columns)  # the columns of this fit, kept for its values after it ends
 
@@ -66,10 +68,11 @@ class Recorder(Callback):
         self._start = time.perf_counter()
         self._valid_sum, self._valid_n = None, 0  # stays empty if validation is skipped
         self.log = [self.learn.epoch]
+        self._in_epoch = True
 
     def after_batch(self):
-        learn = self.learn  # outside fit (get_preds) there is nothing to record
-        if not getattr(self, '_fitting', False) or learn.exception is not None or not learn.yb: return
+        learn = self.learn  # outside fit (get_preds) there is nothing to record; a batch cancelled before its loss neither
+        if not getattr(self, '_fitting', False) or learn.exception is not None or learn.loss is None: return
         loss = learn.loss.detach().float()
         if learn.training:
             self._count += 1
@@ -99,7 +102,9 @@ class Recorder(Callback):
         return torch.stack(self._losses).tolist() if self._losses else []
 
     def after_epoch(self):
-        if self.learn.exception is not None: return
+        "Log the epoch's row; `epoch_logged` tells the callbacks after this one (tables, trackers) whether there is a new row."
+        started, self._in_epoch, self.epoch_logged = self._in_epoch, False, False
+        if self.learn.exception is not None or not started: return  # failed, or cancelled before it began: no row
         train_loss = float(self.smooth_loss) if self._losses else float('nan')
         valid_loss = float(self._valid_sum / self._valid_n) if self._valid_n else float('nan')
         self.log += [train_loss, valid_loss] + [float(m.value) if self._valid_n else float('nan') for m in self.metrics]
@@ -107,6 +112,7 @@ class Recorder(Callback):
         self.log.append(time.perf_counter() - self._start)
         self.values.append(self.log[1:-1])
         self.iters.append(len(self._losses))
+        self.epoch_logged = True
 
     @property
     def metric_names(self):
@@ -135,11 +141,13 @@ class Recorder(Callback):
     def plot_lr_find(self, suggestions=None, skip_end=5):
         "Plot the loss against the learning rate (log scale) recorded by `lr_find`, marking `suggestions`."
         import matplotlib.pyplot as plt
-        lrs, losses = self.lrs[:-skip_end or None], self.losses[:-skip_end or None]
+        all_losses = self.losses
+        lrs, losses = self.lrs[:-skip_end or None], all_losses[:-skip_end or None]
         fig, ax = plt.subplots()
         ax.plot(lrs, losses); ax.set_xscale('log'); ax.set_xlabel('learning rate'); ax.set_ylabel('loss (smoothed)')
         for (name, (lr, idx)), color in zip((suggestions or {}).items(), ['C1', 'C2', 'C3', 'C4']):
-            ax.plot(lr, losses[min(idx, len(losses) - 1)], 'o', color=color, label=f'{name}: {lr:.2e}')
+            # `idx` indexes the whole recorded curve, which is longer than the part drawn (skip_end)
+            ax.plot(lr, all_losses[min(idx, len(all_losses) - 1)], 'o', color=color, label=f'{name}: {lr:.2e}')
         if suggestions: ax.legend()
         return fig
 
@@ -278,6 +286,7 @@ class Learner:
 
     def one_batch(self, i, b):
         self.iter = i
+        self.pred = self.loss = self.loss_grad = None  # a batch cancelled early must not show the previous batch's values
         self._split(to_device(b, self.device))  # a no-op for our loaders; moves a plain list of (x, y) batches
         self._with_events(self._do_one_batch, 'batch', CancelBatchException)
 
@@ -356,10 +365,12 @@ class Learner:
         self.unfreeze()
         return self.fit_one_cycle(epochs, slice(base_lr / lr_mult, base_lr), pct_start=pct_start, div=div, **kwargs)
 
-    def lr_find(self, start_lr=1e-7, end_lr=10, num_it=100, stop_div=True, show_plot=True, suggest_funcs=None):
-        "Train a few batches with an exponentially growing learning rate, record the loss, restore the model, suggest learning rates."
-        from minifast.callback.schedule import LRFinder, suggested_lrs, valley
-        suggest_funcs = tuple(listify(suggest_funcs)) or (valley,)
+    def lr_find(self, start_lr=1e-7, end_lr=10, num_it=100, stop_div=True, show_plot=True, suggest_funcs=(valley,)):
+        """Train a few batches with an exponentially growing learning rate, record the loss, restore the model and
+        optimiser exactly, and return the suggestions as a named tuple (its `.figure` is the plot when `show_plot`)."""
+        from minifast.callback.schedule import LRFinder, suggested_lrs
+        suggest_funcs = tuple(listify(suggest_funcs))
+        if not suggest_funcs: raise ValueError("lr_find: suggest_funcs is empty; pass e.g. (valley,) or (minimum, steep).")
         n_epoch = num_it // max(1, len(self.dls.train)) + 1
         had_opt = self.opt is not None
         finder = LRFinder(start_lr, end_lr, num_it, stop_div)
@@ -370,8 +381,8 @@ class Learner:
         lrs, losses = np.array(self.recorder.lrs, dtype=np.float64), np.array(self.recorder.losses, dtype=np.float64)
         if len(lrs) < 2: raise RuntimeError("lr_find: fewer than 2 batches were recorded; use more data or a larger num_it.")
         found = {f.__name__: f(lrs, losses, num_it) for f in suggest_funcs}
-        if show_plot: self.recorder.plot_lr_find(found)
-        return suggested_lrs(list(found), [lr for lr, _ in found.values()])
+        fig = self.recorder.plot_lr_find(found) if show_plot else None
+        return suggested_lrs(list(found), [lr for lr, _ in found.values()], figure=fig)
 
     @contextlib.contextmanager
     def no_results_table(self):

@@ -4,6 +4,7 @@ import copy
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from conftest import make_mlp, make_synth_dls
@@ -22,16 +23,21 @@ def _same(a, b):
 
 
 def test_tiny_model_overfits_a_tiny_batch():
+    "Through the whole training loop: 8 points, 4 classes, one batch; the loss must fall to nearly 0."
+    from minifast.data.core import DataLoaders, Datasets
+    from minifast.data.transforms import Categorize
+    g = torch.Generator().manual_seed(0)
+    xb, yb = torch.randn(8, 5, generator=g), torch.arange(8) % 4
+    dsets = Datasets(list(range(8)), [[lambda i: xb[i]], [lambda i: 'abcd'[int(yb[i])], Categorize()]],
+                     splits=(range(8), range(8)), kinds=('other', 'category'))
+    dls = DataLoaders.from_dsets(dsets, bs=8, device='cpu', seed=0, num_workers=0)
     torch.manual_seed(0)
-    xb, yb = torch.randn(8, 5), torch.arange(8) % 4
-    dls = make_synth_dls()
-    learn = Learner(dls, nn.Sequential(nn.Linear(5, 64), nn.ReLU(), nn.Linear(64, 4)), lr=1e-2)
-    with learn.no_bar():
-        learn.create_opt()
-        for _ in range(200):
-            loss = learn.loss_func(learn.model(xb), yb)
-            loss.backward(); learn.opt.step(); learn.opt.zero_grad()
-    with torch.no_grad(): assert float(learn.loss_func(learn.model(xb), yb)) < 0.05
+    learn = Learner(dls, nn.Sequential(nn.Linear(5, 64), nn.ReLU(), nn.Linear(64, 4)), lr=1e-2, metrics=accuracy)
+    with learn.no_bar(): learn.fit(150)
+    first, last = learn.recorder.values[0], learn.recorder.values[-1]
+    assert first[1] > 1.0 and last[1] < 0.05, (first, last)  # valid = train here: the loss of the batch after training
+    assert last[2] == 1.0
+    with torch.no_grad(): assert float(F.cross_entropy(learn.model(xb), yb)) == pytest.approx(last[1], rel=1e-5)
 
 
 def test_fit_learns_and_records(synth_dls):
@@ -74,9 +80,10 @@ def test_no_host_sync_per_batch(synth_dls, monkeypatch):
             if '/minifast/' in caller and not caller.endswith(('optimizer.py', 'losses.py')): calls['n'] += 1
             return _orig(self, *a, **k)
         monkeypatch.setattr(torch.Tensor, name, counting)
-    with learn.no_bar(): learn.fit(2)
+    learn.fit(2)  # with the progress callback: under pytest its bar is hidden, and a hidden bar reads nothing
     n_batches = 2 * (len(synth_dls.train) + len(synth_dls.valid))
-    assert calls['n'] <= 5 * 2, f"{calls['n']} host reads for {n_batches} batches"
+    print(f"{calls['n']} host reads for {n_batches} batches")
+    assert calls['n'] <= 3 * 2, f"{calls['n']} host reads for {n_batches} batches"  # train loss, valid loss, metric per epoch
 
 
 def test_one_cycle_schedule_values(synth_dls):
@@ -258,3 +265,179 @@ def test_test_dl_runs_the_validation_pipeline(colour_folder):
     assert torch.equal(xb, tdl.one_batch()[0]), "no random augmentation on test items"
     xb2, yb2 = dls.test_dl(files, with_labels=True).one_batch()
     assert [dls.vocab[int(i)] for i in yb2] == ['red'] * 3
+
+
+# --- events, cancelling, interruptions -------------------------------------------------------------------------
+
+class EventLog(Callback):
+    "Every event the learner sends, with whether it was a training batch."
+    def __init__(self): self.events = []
+    def __call__(self, event): self.events.append(event)
+
+
+def _points_dls(bs):
+    return make_synth_dls(n=64, bs=bs, n_valid=16)  # 48 training items, 16 validation items
+
+
+def _raiser(event, exc, when=lambda learn: True):
+    "A callback that raises `exc` at `event` when `when(learn)`."
+    def method(self):
+        if when(self.learn): raise exc()
+    return type('Raiser', (Callback,), {event: method})()
+
+
+TRAIN_BATCH = ['before_batch', 'after_pred', 'after_loss', 'before_backward', 'after_backward', 'before_step',
+               'after_step', 'after_batch']
+VALID_BATCH = ['before_batch', 'after_pred', 'after_loss', 'after_batch']
+
+
+@pytest.mark.parametrize('exc_name, event, expected_epoch', [
+    # a batch cancelled after the prediction: no loss, no backward, no step; after_batch still runs
+    ('CancelBatchException', 'after_pred',
+     ['before_train', 'before_batch', 'after_pred', 'after_cancel_batch', 'after_batch', *TRAIN_BATCH, 'after_train',
+      'before_validate', *VALID_BATCH, 'after_validate']),
+    ('CancelBackwardException', 'before_backward',
+     ['before_train', 'before_batch', 'after_pred', 'after_loss', 'before_backward', 'after_cancel_backward',
+      'after_backward', 'before_step', 'after_step', 'after_batch', *TRAIN_BATCH, 'after_train',
+      'before_validate', *VALID_BATCH, 'after_validate']),
+    ('CancelStepException', 'before_step',
+     ['before_train', *TRAIN_BATCH[:5], 'before_step', 'after_cancel_step', 'after_step', 'after_batch', *TRAIN_BATCH,
+      'after_train', 'before_validate', *VALID_BATCH, 'after_validate']),
+    ('CancelTrainException', 'after_batch',
+     ['before_train', *TRAIN_BATCH, 'after_cancel_train', 'after_train', 'before_validate', *VALID_BATCH, 'after_validate']),
+    ('CancelValidException', 'before_validate',
+     ['before_train', *TRAIN_BATCH, *TRAIN_BATCH, 'after_train', 'before_validate', 'after_cancel_validate', 'after_validate']),
+])
+def test_cancel_exceptions_skip_exactly_their_part(exc_name, event, expected_epoch):
+    import minifast.callback.core as core
+    exc = getattr(core, exc_name)
+    first_batch = lambda learn: learn.training and learn.iter == 0 or event == 'before_validate'
+    log = EventLog()
+    learn = Learner(_points_dls(bs=24), make_mlp(), cbs=log)   # 2 training batches, 1 validation batch
+    with learn.no_bar(): learn.fit(1, cbs=_raiser(event, exc, when=first_batch))
+    assert log.events == ['before_fit', 'before_epoch', *expected_epoch, 'after_epoch', 'after_fit']
+
+
+def test_cancel_epoch_and_fit():
+    import minifast.callback.core as core
+    log = EventLog()
+    learn = Learner(_points_dls(bs=48), make_mlp(), cbs=log)
+    skip_first = _raiser('before_epoch', core.CancelEpochException, when=lambda learn: learn.epoch == 0)
+    with learn.no_bar(): learn.fit(2, cbs=skip_first)
+    assert log.events[:4] == ['before_fit', 'before_epoch', 'after_cancel_epoch', 'after_epoch']
+    assert log.events.count('before_train') == 1 and len(learn.recorder.values) == 1   # epoch 1 only
+    log.events.clear()
+    with learn.no_bar(): learn.fit(5, cbs=_raiser('after_step', core.CancelFitException, when=lambda learn: learn.train_iter == 0))
+    assert log.events[-2:] == ['after_cancel_fit', 'after_fit'] and log.events.count('before_batch') == 1
+    assert len(learn.recorder.values) == 1 and np.isnan(learn.recorder.values[0][1])  # the partial epoch: no validation
+
+
+def _usable(learn, n_cbs):
+    "The learner after an interrupted call: no stale state, trains, predicts."
+    assert learn.exception is None and len(learn.cbs) == n_cbs and learn.progress.show_table
+    assert torch.is_grad_enabled(), "the validation's no_grad was left"
+    assert all(torch.isfinite(p).all() for p in learn.model.parameters())
+    with learn.no_bar(): learn.fit(1, lr=1e-2)
+    assert all(np.isfinite(v) for v in learn.recorder.values[-1])
+    preds, targs = learn.get_preds()
+    assert preds.shape == (len(targs), 2) and torch.isfinite(preds).all()
+
+
+@pytest.mark.parametrize('exc', [KeyboardInterrupt, torch.OutOfMemoryError, RuntimeError])
+@pytest.mark.parametrize('event, training', [('after_pred', True), ('after_backward', True), ('before_step', True),
+                                             ('after_batch', False), ('after_epoch', None)])
+def test_an_interrupted_fit_leaves_a_usable_learner(exc, event, training):
+    "Ctrl-C, an out-of-memory error or a bug, at any point of a one-cycle fit: the error reaches the caller, and the learner is as good as before it."
+    learn = Learner(make_synth_dls(), make_mlp(), metrics=accuracy)
+    n_cbs = len(learn.cbs)
+    when = (lambda l: l.epoch == 1) if training is None else (lambda l: l.training == training and l.iter == 1)
+    with learn.no_bar(), pytest.raises(exc): learn.fit_one_cycle(3, 1e-2, cbs=_raiser(event, exc, when))
+    assert learn.epoch == 1 if training is None else learn.epoch == 0
+    _usable(learn, n_cbs)
+
+
+@pytest.mark.parametrize('exc', [KeyboardInterrupt, RuntimeError])
+def test_an_interrupted_get_preds_leaves_a_usable_learner(exc):
+    learn = Learner(make_synth_dls(), make_mlp())
+    n_cbs = len(learn.cbs)
+    with learn.added_cbs(_raiser('after_pred', exc, when=lambda l: l.iter == 1)), pytest.raises(exc): learn.get_preds()
+    _usable(learn, n_cbs)
+
+
+def test_lr_find_restores_after_ctrl_c(synth_dls):
+    learn = Learner(synth_dls, make_mlp())
+    with learn.no_bar(): learn.fit(1)
+    model_before, opt_before = _state(learn.model), copy.deepcopy(learn.opt.state_dict())
+    ctrl_c = _raiser('after_backward', KeyboardInterrupt, when=lambda l: l.train_iter == 5)
+    with learn.no_bar(), learn.added_cbs(ctrl_c), pytest.raises(KeyboardInterrupt): learn.lr_find(num_it=30, show_plot=False)
+    assert _same(model_before, learn.model.state_dict())
+    torch.testing.assert_close(learn.opt.state_dict(), opt_before, rtol=0, atol=0)
+    _usable(learn, len(learn.cbs))
+
+
+# --- schedules of fine_tune and fit_flat_cos, default losses ------------------------------------------------------
+
+def _cos(a, b, p): return b + (a - b) * (1 + np.cos(np.pi * p)) / 2
+
+
+def _one_cycle(lr_max, div, pct, n, div_final=1e5):
+    "Hand-computed 1cycle learning rates of `n` batches (read before each batch at pos = i / n)."
+    lr_max = np.asarray(lr_max, dtype=float)
+    return np.array([_cos(lr_max / div, lr_max, p / pct) if p < pct else _cos(lr_max, lr_max / div_final, (p - pct) / (1 - pct))
+                     for p in np.arange(n) / n])
+
+
+class GroupLrs(Callback):
+    "The learning rate of every layer group and the frozen state, before each training batch; weights at each fit's start."
+    order = 70  # after the ParamScheduler (60) has set this batch's values
+    def __init__(self): self.lrs, self.frozen, self.starts = [], [], []
+    def before_fit(self): self.starts.append({k: v.clone() for k, v in self.learn.model.state_dict().items()})
+    def before_batch(self):
+        if not self.learn.training: return
+        self.lrs.append([h['lr'] for h in self.learn.opt.hypers]); self.frozen.append(self.learn.opt.frozen_idx)
+
+
+def test_fine_tune_schedules_and_freezing(colour_folder):
+    from minifast.vision.data import ImageDataLoaders
+    from minifast.vision.augment import Resize
+    from minifast.vision.learner import vision_learner, resnet18
+    dls = ImageDataLoaders.from_folder(colour_folder, valid_pct=0.25, seed=0, item_tfms=Resize(32), bs=4, device='cpu')
+    learn = vision_learner(dls, resnet18, pretrained=False)
+    spy = GroupLrs()
+    n = len(dls.train)
+    with learn.no_bar(): learn.fine_tune(2, base_lr=1e-3, freeze_epochs=1, cbs=spy)
+    lrs, frozen = np.array(spy.lrs), spy.frozen
+    assert frozen == [2] * n + [0] * 2 * n, "first the head only, then everything"
+    # frozen epoch: slice(base_lr) -> [base_lr/10, base_lr/10, base_lr], div 25, pct_start 0.99
+    np.testing.assert_allclose(lrs[:n], _one_cycle([1e-4, 1e-4, 1e-3], 25., 0.99, n), rtol=1e-9)
+    # then base_lr/2 for the head, divided by lr_mult=100 for the first group, geometric between; div 5, pct_start 0.3
+    np.testing.assert_allclose(lrs[n:], _one_cycle([5e-6, 5e-5, 5e-4], 5., 0.3, 2 * n), rtol=1e-9)
+    # the frozen epoch did not move the body's convolutions, the second fit did
+    first, second, end = spy.starts[0], spy.starts[1], learn.model.state_dict()
+    convs = [k for k in first if k.startswith('0.') and k.endswith('weight') and first[k].ndim == 4]
+    assert all(torch.equal(first[k], second[k]) for k in convs)
+    assert not any(torch.equal(second[k], end[k]) for k in convs)
+    assert not torch.equal(first['1.8.weight'], second['1.8.weight']), "the head trained while the body was frozen"
+
+
+def test_fit_flat_cos_schedule(synth_dls):
+    learn = Learner(synth_dls, make_mlp())
+    spy = GroupLrs()
+    with learn.no_bar(): learn.fit_flat_cos(2, lr=1e-2, pct_start=0.5, cbs=spy)
+    n = 2 * len(synth_dls.train)
+    pos = np.arange(n) / n
+    expected = [1e-2 if p < 0.5 else _cos(1e-2, 1e-2 / 1e5, (p - 0.5) / 0.5) for p in pos]
+    np.testing.assert_allclose(np.array(spy.lrs)[:, 0], expected, rtol=1e-9)
+    assert learn.recorder.moms[0] == learn.recorder.moms[-1], "no momentum schedule"
+
+
+def test_default_loss_follows_the_target_kind():
+    from types import SimpleNamespace
+    from minifast.learner import default_loss_func
+    from minifast.losses import BCEWithLogitsLossFlat, CrossEntropyLossFlat, MSELossFlat
+    def fake(*kinds): return SimpleNamespace(train=SimpleNamespace(kinds=kinds), n_inp=1)
+    assert type(default_loss_func(fake('image', 'category'))) is CrossEntropyLossFlat
+    assert type(default_loss_func(fake('image', 'multicategory'))) is BCEWithLogitsLossFlat
+    assert type(default_loss_func(fake('image', 'regression'))) is MSELossFlat
+    with pytest.raises(ValueError, match="'other'.*loss_func="): default_loss_func(fake('image', 'other'))
+    with pytest.raises(ValueError, match='loss_func='): default_loss_func(fake('image'))

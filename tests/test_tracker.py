@@ -169,3 +169,23 @@ def test_tracker_min_delta_and_reset_on_fit():
     assert t.best == 0.5  # 0.55 is not better by more than 0.1
     learn.fit(2, cbs=t)
     assert t.best == 0.7  # kept from the previous fit, then beaten by 0.7
+
+
+def test_a_cancelled_epoch_is_neither_logged_nor_counted(capsys, tmp_path):
+    "An epoch skipped with CancelEpochException has no row: the table does not repeat the previous one, early stopping does not count it."
+    from minifast.callback.core import CancelEpochException
+    from minifast.callback.misc import CSVLogger
+
+    class SkipEpoch1(Callback):
+        order = -20  # before every other callback, the Recorder's before_epoch too
+        def before_epoch(self):
+            if self.learn.epoch == 1: raise CancelEpochException()
+    learn = Learner(make_dls(), nn.Linear(2, 2), metrics=[Scripted([0.5, 0.4, 0.3])], path=tmp_path)   # with its progress table
+    capsys.readouterr()
+    early = EarlyStoppingCallback(monitor='scripted', patience=1)
+    learn.fit(3, cbs=[SkipEpoch1(), early, CSVLogger('log.csv')])
+    assert [len(v) for v in learn.recorder.values] == [3, 3]   # epochs 0 and 2
+    assert early.stopped_epoch == 2   # 0.5 then 0.4: stopped after epoch 2, not after the skipped epoch 1
+    rows = [l.split()[0] for l in capsys.readouterr().out.splitlines() if l[:1].isdigit()]
+    assert rows == ['0', '2']
+    assert [l.split(',')[0] for l in (learn.path/'log.csv').read_text().splitlines()] == ['epoch', '0', '2']

@@ -36,7 +36,7 @@ class CSVLogger(Callback):
         self._file.flush()
 
     def after_epoch(self):
-        if self.learn.exception is not None or self._file is None: return
+        if self._file is None or not self.learn.recorder.epoch_logged: return  # no new row: failed or cancelled
         log = self.learn.recorder.log
         self._write(list(log[:-1]) + [format_time(log[-1])])
 

@@ -177,11 +177,15 @@ def slide(lrs, losses, num_it=None, lr_diff=15, thresh=0.005, adjust_value=1.) -
     lr = float(lrs[left]) * adjust_value
     return lr, _nearest(lrs, lr)
 
-def suggested_lrs(names, values):
-    "A namedtuple `SuggestedLRs` with a field per suggestion function, e.g. `SuggestedLRs(valley=...)`."
+def suggested_lrs(names, values, figure=None):
+    """A namedtuple `SuggestedLRs` with a field per suggestion function, e.g. `SuggestedLRs(valley=...)`;
+    its `figure` attribute (not a field, so unpacking is unchanged) holds the plot, or None."""
     names, values = list(names), list(values)
     if len(names) != len(values): raise ValueError(f"got {len(names)} names for {len(values)} values")
-    return collections.namedtuple('SuggestedLRs', names)(*values)
+    fields = collections.namedtuple('SuggestedLRs', names)
+    res = type('SuggestedLRs', (fields,), {})(*values)  # a subclass, so it can carry `figure`
+    res.figure = figure
+    return res
 
 # %% ../../nbs/15_callback.schedule.ipynb #4b628df3
 import copy
@@ -218,9 +222,10 @@ class LRFinder(Callback):
 
     def after_batch(self):
         if self.learn.exception is not None: return
-        loss = float(self.learn.recorder.smooth_loss)  # one sync per batch is fine for a 100-batch search
-        if loss < self.best_loss: self.best_loss = loss
-        if self.stop_div and (not math.isfinite(loss) or loss > 4 * self.best_loss): raise CancelFitException()
+        if self.learn.loss is not None:  # a batch cancelled before its loss has nothing to compare
+            loss = float(self.learn.recorder.smooth_loss)  # one sync per batch is fine for a 100-batch search
+            if loss < self.best_loss: self.best_loss = loss
+            if self.stop_div and (not math.isfinite(loss) or loss > 4 * self.best_loss): raise CancelFitException()
         if self.learn.train_iter >= self.num_it: raise CancelFitException()
 
     def before_validate(self): raise CancelValidException()

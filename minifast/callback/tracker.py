@@ -38,8 +38,9 @@ class TrackerCallback(Callback):
 
     def after_epoch(self):
         "Compare this epoch's value with the best so far."
-        self.improved = False
-        if self.learn.exception is not None or not self.learn.recorder.values: return
+        self.improved = self.evaluated = False
+        if not self.learn.recorder.epoch_logged: return  # the epoch failed or was cancelled: no new value
+        self.evaluated = True
         value = self.learn.recorder.values[-1][self.idx]
         if math.isnan(value): return
         delta = -self.min_delta if self.comp is np.less else self.min_delta
@@ -61,7 +62,7 @@ class EarlyStoppingCallback(TrackerCallback):
 
     def after_epoch(self):
         super().after_epoch()
-        if self.learn.exception is not None: return
+        if not self.evaluated: return
         self.wait = 0 if self.improved else self.wait + 1
         if self.wait >= self.patience:
             self.stopped_epoch = self.learn.epoch
@@ -84,7 +85,7 @@ class SaveModelCallback(TrackerCallback):
 
     def after_epoch(self):
         super().after_epoch()
-        if self.learn.exception is not None: return
+        if not self.evaluated: return
         epoch = self.learn.epoch
         if self.every_epoch:
             if (epoch % int(self.every_epoch)) == 0: self.learn.save(f'{self.fname}_{epoch}', with_opt=self.with_opt)
