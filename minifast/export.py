@@ -8,6 +8,7 @@ __all__ = ['export_learner', 'load_learner']
 # %% ../nbs/17_export.ipynb #32a80e3e
 import json
 import pickle
+import re
 import warnings
 from pathlib import Path
 
@@ -110,6 +111,10 @@ def _inference_dls(desc, device):
                           after_batch=batch, n_inp=desc['n_inp'], kinds=desc['kinds']) for i in (0, 1)]
     return DataLoaders(*loaders)
 
+def _plain(e):
+    "The first line of an exception's message, without terminal colour codes (torch's pickle errors have them)."
+    return re.sub(r'\x1b\[[0-9;]*m', '', str(e).splitlines()[0] if str(e) else type(e).__name__)
+
 def load_learner(fname, cpu=True, allow_pickle=False):
     "Rebuild a `Learner` from a file written by `export`, reading it with `weights_only=True` (no code runs) unless `allow_pickle`."
     fname = Path(fname)
@@ -118,7 +123,7 @@ def load_learner(fname, cpu=True, allow_pickle=False):
     try: obj = torch.load(fname, map_location=device, weights_only=not allow_pickle)
     except pickle.UnpicklingError as e:
         raise ValueError(f"load_learner: refused to load {fname}: it contains pickled Python objects, not just tensors and "
-                         f"data ({str(e).splitlines()[0]}). Nothing from it was run. If you exported it yourself with "
+                         f"data ({_plain(e)}). Nothing from it was run. If you exported it yourself with "
                          f"pickle_model=True and trust it, pass allow_pickle=True.") from None
     except Exception as e:
         raise ValueError(f"load_learner: {fname} is not a minifast export file ({type(e).__name__}: {e}).") from None

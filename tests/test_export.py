@@ -91,3 +91,38 @@ def test_custom_model_needs_explicit_pickle(synth_dls, tmp_path):
     learn = Learner(synth_dls, make_mlp(), path=tmp_path)
     with pytest.raises(ValueError, match='pickle_model=True'):
         learn.export('m.pkl')
+
+
+def test_pickled_model_needs_opt_in_both_ways(synth_dls, tmp_path):
+    "A model the description cannot rebuild: export pickles it only when asked (with a warning), load_learner only with allow_pickle."
+    from conftest import make_mlp
+    learn = Learner(synth_dls, make_mlp(), path=tmp_path)
+    with learn.no_bar(): learn.fit(1)
+    with pytest.warns(UserWarning, match='pickles the model'):
+        path = learn.export('m.pkl', pickle_model=True)
+    with pytest.raises(ValueError, match='allow_pickle=True') as e:
+        load_learner(path)
+    assert '\x1b[' not in str(e.value), "no terminal colour codes in the message"
+    learn2 = load_learner(path, allow_pickle=True)
+    x, y = synth_dls.valid.one_batch()
+    torch.testing.assert_close(learn2.get_preds(dl=[(x, y)])[0], learn.get_preds(dl=[(x, y)])[0], rtol=0, atol=0)
+
+
+def test_pretrained_lite0_with_augmentation_round_trip(colour_folder, tmp_path):
+    "The demo's setup: presizing, aug_transforms and the Normalize that vision_learner adds all travel in the description."
+    from minifast.vision.augment import aug_transforms
+    from minifast.vision.core import Normalize
+    from minifast.vision.learner import efficientnet_lite0
+    dls = ImageDataLoaders.from_folder(colour_folder, valid_pct=0.25, seed=0, item_tfms=Resize(40),
+                                       batch_tfms=aug_transforms(size=32, min_scale=0.75), bs=4, device='cpu')
+    learn = vision_learner(dls, efficientnet_lite0)
+    with learn.no_bar(): learn.fit(1, 1e-3)
+    learn2 = load_learner(learn.export(tmp_path/'model.pkl'))
+    assert any(isinstance(t, Normalize) for t in learn2.dls.valid.after_batch[0])
+    files = sorted(colour_folder.glob('*/*.jpg'))
+    preds, _ = learn.get_preds(dl=learn.dls.test_dl(files))
+    preds2, _ = learn2.get_preds(dl=learn2.dls.test_dl(files))
+    assert preds.shape == (16, 2)
+    torch.testing.assert_close(preds2, preds, rtol=0, atol=1e-6)
+    xb, xb2 = learn.dls.test_dl(files).one_batch()[0], learn2.dls.test_dl(files).one_batch()[0]
+    assert xb.shape[-2:] == (32, 32) and torch.equal(xb, xb2[:len(xb)]), "the same pixels reach the model"  # (batch sizes differ)

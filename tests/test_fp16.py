@@ -141,3 +141,15 @@ def test_autocast_is_left_when_the_forward_pass_fails():
     learn = Learner(make_dls(), Boom()).to_bf16()
     with pytest.raises(RuntimeError, match='boom'): learn.fit(1)
     assert not torch.is_autocast_enabled('cpu')
+
+
+def test_imports_as_in_fastbook():
+    "`from fastai.callback.fp16 import *` in fastbook: the same line gives MixedPrecision here, and vision.all has it too."
+    ns = {}
+    exec('from minifast.callback.fp16 import *', ns)
+    assert ns['MixedPrecision'] is MixedPrecision
+    exec('from minifast.vision.all import *', ns)
+    assert ns['MixedPrecision'] is MixedPrecision and callable(ns['vision_learner']) and callable(ns['load_learner'])
+    learn = make_learner()
+    assert learn.to_fp16() is learn and isinstance(learn.mixed_precision, MixedPrecision)
+    assert learn.to_fp32() is learn and not hasattr(learn, 'mixed_precision')

@@ -58,3 +58,39 @@ def test_bodies_are_cut_before_pooling(arch, nf):
     assert head[4].in_features == 2 * nf   # concat pool
     model.eval()
     assert model(torch.zeros(2, 3, 64, 64)).shape == (2, 5)
+
+
+@pytest.mark.parametrize('arch', ['resnet18', 'resnet50', 'resnet152', 'convnext_tiny', 'efficientnet_b0', 'regnet_y_400mf',
+                                  'efficientnet_lite0'])
+def test_three_layer_groups_cover_the_model(arch):
+    from minifast.vision.learner import get_arch, vision_splitter
+    model = create_vision_model(arch, 3, pretrained=False)
+    groups = vision_splitter(model, get_arch(arch).split_at)
+    assert len(groups) == 3 and all(len(g) > 0 for g in groups)
+    ids = [id(p) for g in groups for p in g]
+    assert len(ids) == len(set(ids)) and set(ids) == {id(p) for p in model.parameters()}, "each parameter in one group"
+    assert [id(p) for p in groups[2]] == [id(p) for p in model[1].parameters()], "the head is the last group"
+
+
+def test_new_head_is_initialised():
+    from minifast.vision.learner import create_head
+    torch.manual_seed(0)
+    head = create_head(512, 10, ps=0.4)
+    lin1, lin2 = [m for m in head if isinstance(m, torch.nn.Linear)]
+    assert (lin1.in_features, lin1.out_features, lin2.out_features) == (1024, 512, 10)
+    for lin in (lin1, lin2):  # Kaiming normal, fan in: std sqrt(2 / fan_in); zero biases
+        assert float(lin.weight.detach().std()) == pytest.approx((2 / lin.in_features) ** 0.5, rel=0.1)
+        assert torch.equal(lin.bias, torch.zeros_like(lin.bias))
+    assert [m.p for m in head if isinstance(m, torch.nn.Dropout)] == [0.2, 0.4]
+
+
+def test_frozen_and_normalised_only_when_pretrained(dls):
+    pre = vision_learner(dls, efficientnet_lite0)
+    scratch = vision_learner(dls, efficientnet_lite0, pretrained=False)
+    assert pre.opt.frozen_idx == 2 and (scratch.opt is None or scratch.opt.frozen_idx == 0)
+    assert all(p.requires_grad for p in scratch.model.parameters())
+    assert not any(isinstance(t, Normalize) for t in scratch.dls.train.after_batch[0])
+    # the pretrained learner's body really carries the ImageNet weights, the other one does not
+    from minifast.vision.models.efficientnet_lite import lite0_state_dict
+    w = lite0_state_dict()['_conv_stem.weight']
+    assert torch.equal(pre.model[0][0][0].weight, w) and not torch.equal(scratch.model[0][0][0].weight, w)
