@@ -10,6 +10,7 @@ time, and on the CPU also the CPU time of this process (all its threads), which 
 time disturb much less.
 """
 import argparse
+import os
 import statistics
 import time
 
@@ -100,7 +101,9 @@ def main():
         have_kornia = True
     except ImportError: have_kornia = False
     name = torch.cuda.get_device_name(device) if device.type == 'cuda' else f'CPU, {torch.get_num_threads()} threads'
-    print(f"torch {torch.__version__}, {name}; batch of {args.bs} uint8 images; median of {args.runs} runs after {args.warmup} warm-up\n")
+    load = ', '.join(f'{v:.1f}' for v in os.getloadavg())
+    print(f"torch {torch.__version__}, {name} ({os.cpu_count()} CPUs, load average {load}); batch of {args.bs} uint8 images; "
+          f"median of {args.runs} runs after {args.warmup} warm-up\n")
     print(f"| {'input -> output':<15} | {'method':<72} | {'ms / batch':>10} | {'CPU ms':>8} | {'vs torchvision per image':>24} |")
     print(f"|{'-' * 17}|{'-' * 74}|{'-' * 12}|{'-' * 10}|{'-' * 26}|")
     for src, size in CASES:
@@ -121,6 +124,7 @@ def main():
                     continue
                 (ms, cpu), ratio = res, f"{base[0] / res[0]:.1f}x" + (f" ({base[1] / res[1]:.1f}x CPU)" if device.type == 'cpu' else '')
                 print(f"| {f'{src} -> {size}':<15} | {label:<72} | {ms:10.1f} | {cpu if device.type == 'cpu' else float('nan'):8.0f} | {ratio:>24} |")
+    print(f"\nload average after: {', '.join(f'{v:.1f}' for v in os.getloadavg())}")
 
 
 if __name__ == '__main__':

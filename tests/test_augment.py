@@ -135,6 +135,25 @@ def test_prefilter_stops_aliasing():
     assert out.std() < 0.05
 
 
+def test_plain_resize_of_uint8_on_the_cpu(count_grid_sample):
+    "Identity matrices (BatchResize, the validation crop of square images): torch's uint8 resize, 1/255 from the float path."
+    x = torch.randint(0, 256, (4, 3, 40, 40), dtype=torch.uint8, generator=gen(0))
+    out = BatchResize(24)(x)
+    assert count_grid_sample == [] and out.dtype == torch.float32 and out.shape == (4, 3, 24, 24)
+    float_path = warp_batch(x.float() / 255, ab._eye(4), size=24)   # sampled on a grid
+    assert count_grid_sample == [(4, 3, 24, 24)] and (out - float_path).abs().max() <= 1.01 / 255
+    ref = F.interpolate(x.double(), size=(24, 24), mode='bilinear', align_corners=True) / 255
+    assert (out - ref).abs().max() <= 1.01 / 255
+    small = BatchResize(8)(x)   # a stride of 5: antialiased, as the grid path's prefilter would
+    ref = F.interpolate(x.double(), size=(8, 8), mode='bilinear', align_corners=True, antialias=True) / 255
+    assert (small - ref).abs().max() <= 1.01 / 255
+    val = Pipeline(aug_transforms(size=24, min_scale=0.5))(x, split_idx=1)
+    torch.testing.assert_close(val, out, atol=0, rtol=0)
+    assert len(count_grid_sample) == 1
+    Pipeline(aug_transforms(size=24, min_scale=0.5))(x[..., :36], split_idx=1)   # not square: a real crop, sampled
+    assert len(count_grid_sample) == 2
+
+
 # ---- quality: fused versus a chain of resamplings --------------------------------------------------------------
 
 ORIG = torch.from_numpy(skdata.astronaut()).permute(2, 0, 1)[None].double() / 255   # (1, 3, 512, 512)

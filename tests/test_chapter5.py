@@ -44,8 +44,16 @@ def test_summary_explains_why_items_cannot_be_collated(pets_path):
     assert text.count('(3, ') >= 3, "the shapes of the items are listed"
     assert 'Resize(460)' in text
     lines = []
-    _pets_block(item_tfms=Resize(64)).summary(pets_path/'images', print_fn=lines.append)
+    _pets_block(item_tfms=Resize(64), batch_tfms=aug_transforms(size=32)).summary(pets_path/'images', print_fn=lines.append)
     assert lines[-1].strip() == 'All steps succeeded.'
+    text = '\n'.join(lines)
+    steps = ['2 datasets of sizes 89 (train) and 22 (valid)', 'vocab: 37 classes', 'PILImage.create(draft_size=64) -> PILImage mode=RGB',
+             'Categorize(37 classes) -> Tensor of shape (), dtype torch.int64',
+             'Resize(size=[64, 64]', '-> Image mode=RGB size=64x64', 'ToTensor() -> Tensor of shape (3, 64, 64), dtype torch.uint8',
+             'Collating 4 samples', 'element 0: Tensor of shape (4, 3, 64, 64), dtype torch.uint8',
+             'FusedGeometry(', ') -> Tensor of shape (4, 3, 32, 32), dtype torch.float32', 'FusedLighting(']
+    positions = [text.find(s) for s in steps]
+    assert -1 not in positions and positions == sorted(positions), list(zip(steps, positions))   # every step, in order
 
 
 def test_show_batch_draws_decoded_class_names(pets_path):

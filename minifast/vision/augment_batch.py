@@ -130,6 +130,8 @@ def _prefilter(x, mats, min_stride, max_stride, align_corners):
         mats = torch.diag(fix) @ mats
     return x, mats
 
+def _is_identity(mats): return bool((mats - torch.eye(3, device=mats.device)).abs().max() < 1e-6)
+
 def warp_batch(x, mats, size=None, mode='bilinear', pad_mode='reflection', align_corners=True, channels_last=False,
                min_stride='auto', max_stride=2.):
     "Resample the batch `x` (N, C, H, W) once, to `size`: output pixel `p` reads the input at `mats[i] @ p` (normalised)."
@@ -138,9 +140,13 @@ def warp_batch(x, mats, size=None, mode='bilinear', pad_mode='reflection', align
     if mats.shape != (n, 3, 3): raise ValueError(f"warp_batch: mats has shape {tuple(mats.shape)}; expected ({n}, 3, 3), one matrix per image.")
     out_hw = (h, w) if size is None else _size_hw(size)
     is_int = not torch.is_floating_point(x)
-    if is_int: x = x.float()
     mats = mats.to(device=x.device, dtype=torch.float32)
     if min_stride == 'auto': min_stride = float(mats_stride(mats, (h, w), out_hw, align_corners).min())
+    if is_int and x.device.type == 'cpu' and mode == 'bilinear' and (align_corners or pad_mode != 'zeros') and _is_identity(mats):
+        out = F.interpolate(x, size=out_hw, mode='bilinear', align_corners=align_corners,
+                            antialias=min_stride is not None and min_stride > max_stride).float().mul_(1 / 255)
+        return out.contiguous(memory_format=torch.channels_last) if channels_last else out
+    if is_int: x = x.float()
     x, mats = _prefilter(x, mats, min_stride, max_stride, align_corners)
     grid = _grid(mats, out_hw, align_corners).to(x.dtype)
     out = F.grid_sample(x, grid, mode=mode, padding_mode=pad_mode, align_corners=align_corners)
