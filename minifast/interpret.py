@@ -33,7 +33,12 @@ class Interpretation:
         "Run `learn`'s model once over `dl` (default: `learn.dls[ds_idx]`) and keep what it produced."
         if dl is None: dl = learn.dls[ds_idx]
         preds, targs, decoded, losses = learn.get_preds(dl=dl, with_decoded=True, with_loss=True, act=act)
-        return cls(preds, targs, losses, decoded=decoded, dl=dl)
+        return cls(preds, targs, losses, decoded=decoded, dl=dl, **cls._learner_kwargs(learn, dl))
+
+    @classmethod
+    def _learner_kwargs(cls, learn, dl) -> dict:
+        "What a subclass takes from the learner besides the predictions (the vocabulary, for a classifier)."
+        return {}
 
     def __len__(self): return len(self.losses)
 
@@ -44,7 +49,7 @@ class Interpretation:
         if not 0 <= k <= n: raise ValueError(f"top_losses: k={k} must be between 0 and the number of items, {n}.")
         losses, idxs = self.losses.topk(k, largest=largest)
         if not items: return losses, idxs
-        if self.dl is None or self.dl.items is None:
+        if getattr(self.dl, 'items', None) is None:
             raise ValueError("top_losses(items=True): this interpretation has no data loader with items; build it with from_learner.")
         return losses, idxs, self.dl.items[idxs.tolist()]
 
@@ -55,7 +60,9 @@ class Interpretation:
     def plot_top_losses(self, k=9, largest=True, nrows=None, figsize=None):
         "Show the `k` items with the largest losses, titled prediction/actual/loss (/probability for a classifier)."
         from minifast.vision.core import show_images
-        if self.dl is None: raise ValueError("plot_top_losses: this interpretation has no data loader; build it with from_learner.")
+        if not hasattr(self.dl, 'make_batch'):
+            raise ValueError("plot_top_losses: this interpretation has no minifast data loader to show items from; "
+                             "build it with from_learner on a DataLoader (not a list of batches).")
         kinds = list(self.dl.kinds or ())
         if 'image' not in kinds:
             raise ValueError(f"plot_top_losses shows images, but the data's elements are {kinds}; "
@@ -83,7 +90,7 @@ class ClassificationInterpretation(Interpretation):
             raise ValueError(f"ClassificationInterpretation: needs one class index per item, got targets of shape "
                              f"{tuple(self.targs.shape)} ({self.targs.dtype}) and decoded predictions of shape "
                              f"{tuple(self.decoded.shape)}; for multi-label or regression use Interpretation.")
-        if vocab is None and dl is not None: vocab = dl.vocab
+        if vocab is None: vocab = getattr(dl, 'vocab', None)
         n_classes = len(vocab) if vocab is not None else preds.shape[-1]
         self.vocab = list(vocab) if vocab is not None else list(range(n_classes))
         for what, t in (('targets', self.targs), ('decoded predictions', self.decoded)):
@@ -91,6 +98,11 @@ class ClassificationInterpretation(Interpretation):
                 raise ValueError(f"ClassificationInterpretation: {what} range over {t.min().item()}..{t.max().item()}, "
                                  f"outside the {n_classes} classes of the vocabulary.")
         self._cm = None
+
+    @classmethod
+    def _learner_kwargs(cls, learn, dl) -> dict:
+        vocab = getattr(dl, 'vocab', None)  # a plain list of batches has none: the learner's data has
+        return {'vocab': vocab if vocab is not None else getattr(learn.dls, 'vocab', None)}
 
     def confusion_matrix(self):
         "A `(C, C)` long tensor: row = actual class, column = predicted class, value = number of items."

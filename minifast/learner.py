@@ -155,13 +155,30 @@ class Recorder(Callback):
 _CANCELS = (CancelBatchException, CancelBackwardException, CancelStepException, CancelTrainException,
             CancelValidException, CancelEpochException, CancelFitException)
 
+def _cat_emptying(chunks: list):
+    "`torch.cat(chunks)`, emptying `chunks` as it copies, so the memory peak is one copy of the data, not two."
+    first = chunks[0]
+    if len(chunks) == 1: return chunks.pop()
+    if any(c.shape[1:] != first.shape[1:] or c.dtype != first.dtype or c.device != first.device for c in chunks):
+        return torch.cat(chunks)  # torch's own error message, or its type promotion
+    out = first.new_empty((sum(len(c) for c in chunks),) + tuple(first.shape[1:]))
+    i = 0
+    for j in range(len(chunks)):
+        c, chunks[j] = chunks[j], None
+        out[i:i + len(c)] = c
+        i += len(c)
+    chunks.clear()
+    return out
+
 class _GatherPreds(Callback):
     "Collect predictions, targets, inputs and per-item losses of a validation pass (used by `get_preds`)."
     order, run_train = 90, False
-    def __init__(self, with_input=False, with_loss=False):
-        self.with_input, self.with_loss = with_input, with_loss
+    def __init__(self, with_input=False, with_loss=False, act=None):
+        self.with_input, self.with_loss, self.act = with_input, with_loss, act
         self.preds, self.targs, self.inputs, self.losses = [], [], [], []
-    def after_pred(self): self.preds.append(self.learn.pred.detach())
+    def after_pred(self):
+        pred = self.learn.pred.detach().float()
+        self.preds.append(self.act(pred) if self.act is not None else pred)  # batch by batch: no second copy of all the scores
     def after_loss(self):
         if self.with_loss: self.losses.append(self.learn.loss_func_none(self.learn.pred, *self.learn.yb).detach())
     def before_batch(self):
@@ -438,16 +455,16 @@ class Learner:
         raise ValueError(f"get_preds(with_loss=True): the loss {lf!r} has no `reduction` attribute to ask for per-item losses.")
 
     def get_preds(self, ds_idx=1, dl=None, with_input=False, with_decoded=False, with_loss=False, act=None):
-        "Predictions (after the loss's activation, e.g. softmax) and targets over a data set: `(preds, targs[, decoded][, losses])`, inputs first if `with_input`."
+        """Predictions and targets over a data set: `(preds, targs[, decoded][, losses])`, inputs first if `with_input`.
+        `act` (default: the loss's activation, e.g. softmax) is applied batch by batch, so it must work row by row."""
         if dl is None: dl = self.dls[ds_idx]
-        gather = _GatherPreds(with_input=with_input, with_loss=with_loss)
+        act = act if act is not None else getattr(self.loss_func, 'activation', None)
+        gather = _GatherPreds(with_input=with_input, with_loss=with_loss, act=act)
         with self.added_cbs(gather), self.no_results_table():
             try: self._do_epoch_validate(dl=dl)
             finally: self.exception = None
         if not gather.preds: raise ValueError("get_preds: the data loader gave no batch.")
-        act = act if act is not None else getattr(self.loss_func, 'activation', None)
-        preds = torch.cat(gather.preds).float()
-        if act is not None: preds = act(preds)
+        preds = _cat_emptying(gather.preds)
         targs = [torch.cat(t) for t in zip(*gather.targs)] if gather.targs else []
         res = [preds, targs[0] if len(targs) == 1 else (targs or None)]
         if with_decoded:

@@ -243,3 +243,46 @@ def test_counting_50k_items_1000_classes_stays_small():
     assert res['cm_sum'] == 50_000 and res['diag'] == res['correct'] and res['n_report_rows'] == 1003
     # the probabilities alone are 191 MB; counting must add little on top (a one-hot of them would add 190 MB+)
     assert res['extra_peak_mb'] < 60, res
+
+
+_FROM_LEARNER_SCRIPT = r"""
+import json, os, torch
+from torch import nn
+from minifast.data.core import DataLoaders, Datasets
+from minifast.data.transforms import Categorize
+from minifast.interpret import ClassificationInterpretation
+from minifast.learner import Learner
+def rss_mb(): return int(open('/proc/self/statm').read().split()[1]) * os.sysconf('SC_PAGE_SIZE') / 2**20
+def peak_mb():
+    for line in open('/proc/self/status'):
+        if line.startswith('VmHWM:'): return int(line.split()[1]) / 1024
+n, c, bs = 50_000, 1_000, 1_000
+names = [f'c{i:03d}' for i in range(c)]
+dsets = Datasets(list(range(2 * c)), [[lambda i: torch.zeros(8)], [lambda i: names[i % c], Categorize()]],
+                 splits=(range(c), range(c, 2 * c)), kinds=('other', 'category'))
+learn = Learner(DataLoaders.from_dsets(dsets, bs=64, device='cpu', num_workers=0), nn.Linear(8, c))
+learn.remove_cb(learn.progress)
+g = torch.Generator().manual_seed(0)
+batches = [(torch.randn(bs, 8, generator=g), torch.randint(c, (bs,), generator=g)) for _ in range(n // bs)]
+with open('/proc/self/clear_refs', 'w') as f: f.write('5')
+before = rss_mb()
+interp = ClassificationInterpretation.from_learner(learn, dl=batches)   # a plain list of (x, y) batches
+cm = interp.confusion_matrix(); mc = interp.most_confused(); top = interp.top_losses(9)
+print(json.dumps({'extra_peak_mb': peak_mb() - before, 'preds_mb': n * c * 4 / 2**20, 'n': len(interp),
+                  'cm_sum': int(cm.sum()), 'vocab_ok': interp.vocab == names,
+                  'sums_to_one': bool(torch.allclose(interp.preds.sum(1), torch.ones(n), atol=1e-4))}))
+"""
+
+
+def test_from_learner_on_50k_items_1000_classes_keeps_one_copy():
+    "The whole inference pass: softmax batch by batch and a concatenation that frees as it copies, so the scores exist once."
+    import os
+    # a fixed mmap threshold makes freed blocks leave the resident size, so it measures what is really in use
+    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_='131072', OMP_NUM_THREADS='1')
+    out = subprocess.run([sys.executable, '-c', _FROM_LEARNER_SCRIPT], capture_output=True, text=True, timeout=300, env=env)
+    assert out.returncode == 0, out.stderr
+    res = json.loads(out.stdout.strip().splitlines()[-1])
+    print(res)
+    assert res['n'] == res['cm_sum'] == 50_000 and res['vocab_ok'] and res['sums_to_one']
+    # the probabilities are 191 MB; torch.cat of the batches then a softmax would peak at two or three times that
+    assert res['extra_peak_mb'] < 1.5 * res['preds_mb'], res
