@@ -514,13 +514,18 @@ class Learner:
         "Load weights (and optimiser state) saved by `save`, with `weights_only=True` (no code is run)."
         path = self._model_path(file)
         if not path.exists(): raise FileNotFoundError(f"Learner.load: {path} does not exist (saved with learn.save('{Path(file).stem}')?).")
-        state = torch.load(path, map_location=device or self.device, weights_only=True)
+        try: state = torch.load(path, map_location=device or self.device, weights_only=True)
+        except Exception as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise ValueError(f"Learner.load: cannot read {path} ({type(e).__name__}: {first[:200]}); it is truncated, "
+                             "corrupt or not a weights file written by Learner.save. Nothing was loaded.") from None
         if not isinstance(state, dict) or 'model' not in state:
             raise ValueError(f"Learner.load: {path} is not a file written by Learner.save.")
-        self.model.load_state_dict(state['model'], strict=strict)
+        _check_state_fits(self.model, state['model'], path, strict)  # before anything changes: no half-loaded model
         if with_opt and 'opt' in state:
             if self.opt is None: self.create_opt()
-            self.opt.load_state_dict(state['opt'])
+            self.opt.load_state_dict(state['opt'])  # checks the layer groups before it changes anything
+        self.model.load_state_dict(state['model'], strict=strict)
         return self
 
     def export(self, fname='export.pkl', pickle_model=False):
@@ -532,6 +537,19 @@ class Learner:
         return f"Learner(model={type(self.model).__name__}, loss_func={self.loss_func!r}, opt_func={getattr(self.opt_func, '__name__', self.opt_func)}, metrics={[getattr(m, 'name', getattr(m, '__name__', m)) for m in self.metrics]})"
 
 # %% ../nbs/16_learner.ipynb #6fc86b60
+def _check_state_fits(model, state, path, strict=True):
+    "Raise, naming `path` and the keys, if `state` does not fit `model` (torch would copy what fits, then raise)."
+    own = model.state_dict()
+    wrong = [f"{k}: {tuple(v.shape)} in the file, {tuple(own[k].shape)} in the model" for k, v in state.items()
+             if k in own and hasattr(v, 'shape') and v.shape != own[k].shape]
+    missing, unexpected = [k for k in own if k not in state], [k for k in state if k not in own]
+    problems = wrong + ([f"missing {missing[:3]}" + (' ...' if len(missing) > 3 else '')] if strict and missing else []) \
+                     + ([f"unexpected {unexpected[:3]}" + (' ...' if len(unexpected) > 3 else '')] if strict and unexpected else [])
+    if problems:
+        raise ValueError(f"Learner.load: the weights in {path} do not fit this model ({len(wrong)} shape mismatches, "
+                         f"{len(missing)} missing and {len(unexpected)} unexpected keys): {'; '.join(problems[:4])}. "
+                         "Nothing was loaded; build the same model as when saving (architecture, n_out).")
+
 def atomic_torch_save(obj, path):
     "`torch.save(obj, path)` through a temporary file and an atomic rename: the previous `path` survives any failure."
     import os, tempfile

@@ -119,6 +119,11 @@ def test_pretrained_lite0_with_augmentation_round_trip(colour_folder, tmp_path):
     with learn.no_bar(): learn.fit(1, 1e-3)
     learn2 = load_learner(learn.export(tmp_path/'model.pkl'))
     assert any(isinstance(t, Normalize) for t in learn2.dls.valid.after_batch[0])
+    import json  # the description is plain JSON: architecture, head, vocabulary, transforms with their settings
+    desc = json.loads(torch.load(tmp_path/'model.pkl', weights_only=True)['minifast_export'])
+    assert desc['model']['arch'] == 'efficientnet_lite0' and desc['model']['ps'] == 0.5 and desc['vocab'] == ['blue', 'red']
+    norm = [t for t in desc['batch_tfms'][0] if t['name'] == 'Normalize']
+    assert len(norm) == 1 and json.dumps(norm[0]['config']).count('0.5') >= 6
     files = sorted(colour_folder.glob('*/*.jpg'))
     preds, _ = learn.get_preds(dl=learn.dls.test_dl(files))
     preds2, _ = learn2.get_preds(dl=learn2.dls.test_dl(files))

@@ -441,3 +441,29 @@ def test_default_loss_follows_the_target_kind():
     assert type(default_loss_func(fake('image', 'regression'))) is MSELossFlat
     with pytest.raises(ValueError, match="'other'.*loss_func="): default_loss_func(fake('image', 'other'))
     with pytest.raises(ValueError, match='loss_func='): default_loss_func(fake('image'))
+
+
+def test_save_load_with_optimiser_state(synth_dls, tmp_path):
+    learn = Learner(synth_dls, make_mlp(), path=tmp_path)
+    with learn.no_bar(): learn.fit(2, lr=1e-2)
+    learn.save('with_opt'); learn.save('no_opt', with_opt=False)
+    assert 'opt' not in torch.load(tmp_path/'models'/'no_opt.pth', weights_only=True)
+    fresh = Learner(synth_dls, make_mlp(), path=tmp_path)
+    fresh.load('with_opt')
+    assert _same(learn.model.state_dict(), fresh.model.state_dict())
+    torch.testing.assert_close(fresh.opt.state_dict(), learn.opt.state_dict(), rtol=0, atol=0)
+    # the next step is the same for both: Adam's moments came back too
+    x, y = synth_dls.valid.one_batch()
+    for l in (learn, fresh):
+        l.model.train(); l.loss_func(l.model(x), y).backward(); l.opt.step(); l.opt.zero_grad()
+    assert _same(learn.model.state_dict(), fresh.model.state_dict())
+    with pytest.raises(FileNotFoundError, match=r"missing\.pth"): fresh.load('missing')
+    (tmp_path/'models'/'junk.pth').write_bytes(b'not a torch file')
+    with pytest.raises(ValueError, match=r'junk\.pth.*Nothing was loaded'): fresh.load('junk')
+    # weights of another model: refused before anything changes (torch alone would copy what fits, then raise)
+    other = Learner(synth_dls, nn.Sequential(nn.Linear(2, 16), nn.ReLU(), nn.BatchNorm1d(16), nn.Linear(16, 3)), path=tmp_path)
+    other.save('three_classes')
+    before = _state(fresh.model)
+    with pytest.raises(ValueError, match=r"three_classes\.pth.*3\.weight: \(3, 16\) in the file, \(2, 16\)"):
+        fresh.load('three_classes')
+    assert _same(before, fresh.model.state_dict())
