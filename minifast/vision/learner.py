@@ -151,7 +151,9 @@ def vision_learner(dls, arch, normalize=True, n_out=None, pretrained=True, weigh
                    opt_func=Adam, lr=1e-3, splitter=None, cbs=None, metrics=None, path=None, model_dir='models',
                    wd=None, wd_bn_bias=False, train_bn=True, moms=(0.95, 0.85, 0.95), cut=None, concat_pool=True,
                    ps=0.5, lin_ftrs=None, first_bn=True, bn_final=False, y_range=None):
-    "A `Learner` for transfer learning: pretrained body of `arch`, new head with `n_out` (default `dls.c`) outputs, body frozen."
+    """A `Learner` for transfer learning: pretrained body of `arch`, new head with `n_out` (default `dls.c`) outputs, body frozen.
+    With `pretrained` and `normalize`, `learn.dls` is a copy of `dls` whose image batch transforms end with the weights'
+    `Normalize`; the `dls` passed in is not changed."""
     arch = get_arch(arch)
     n_out = n_out if n_out is not None else dls.c
     if not n_out: raise ValueError("vision_learner: could not infer n_out from the data; pass n_out=.")
