@@ -152,6 +152,8 @@ def test_plain_resize_of_uint8_on_the_cpu(count_grid_sample):
     assert len(count_grid_sample) == 1
     Pipeline(aug_transforms(size=24, min_scale=0.5))(x[..., :36], split_idx=1)   # not square: a real crop, sampled
     assert len(count_grid_sample) == 2
+    turned = rotate_mat(T(10, -20, 30, 5), (40, 40))   # a stride of 5 again, but not a plain resize: prefilter, then sample
+    torch.testing.assert_close(warp_batch(x, turned, size=8), warp_batch(x.float() / 255, turned, size=8), atol=1.01 / 255, rtol=0)
 
 
 # ---- quality: fused versus a chain of resamplings --------------------------------------------------------------

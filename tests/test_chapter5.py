@@ -227,3 +227,22 @@ def test_summary_names_the_failing_step_transform_and_item(pets_path, tmp_path, 
     assert len(failed) == 1 and 'PILImage.create' in failed[0] and 'ImageReadError' in failed[0] and 'empty' in failed[0]
     assert items[broken].name in '\n'.join(lines[lines.index(failed[0]) - 2:lines.index(failed[0]) + 1])
     assert lines[-1].strip().startswith('Stopped') and 'All steps succeeded.' not in lines
+
+
+def test_from_df_multi_label(pets_path):
+    "A DataFrame with space-separated labels: MultiCategoryBlock, one-hot targets, decoded titles."
+    import pandas as pd
+    files = sorted(get_image_files(pets_path/'images'))[::9][:12]   # cats and dogs, short and long names
+    tags = lambda f: ('cat' if f.name[0].isupper() else 'dog') + (' long_name' if f.name.count('_') > 1 else '')
+    df = pd.DataFrame({'name': [f.name for f in files], 'tags': [tags(f) for f in files], 'is_valid': [i % 4 == 1 for i in range(12)]})
+    assert set(df.tags[~df.is_valid]) == {'cat', 'cat long_name', 'dog', 'dog long_name'}
+    dls = ImageDataLoaders.from_df(df, pets_path, folder='images', label_delim=' ', valid_col='is_valid', item_tfms=Resize(32),
+                                   bs=4, device='cpu', seed=0)
+    assert list(dls.vocab) == ['cat', 'dog', 'long_name'] and dls.c == 3 and len(dls.valid_ds) == 3
+    x, y = dls.valid.one_batch()
+    assert x.shape == (3, 3, 32, 32) and y.dtype == torch.float32
+    valid_tags = list(df.tags[df.is_valid])
+    assert y.tolist() == [[float(c in t.split()) for c in ['cat', 'dog', 'long_name']] for t in valid_tags]
+    fig = dls.valid.show_batch((x, y), max_n=3)
+    assert [ax.get_title() for ax in fig.axes if ax.get_title()] == [t.replace(' ', ';') for t in valid_tags]
+    plt.close(fig)

@@ -124,7 +124,8 @@ def _prefilter(x, mats, min_stride, max_stride, align_corners):
     h, w = x.shape[-2:]
     f = min_stride / max_stride
     nh, nw = max(2, round(h / f)), max(2, round(w / f))
-    x = F.interpolate(x, size=(nh, nw), mode='bilinear', align_corners=False, antialias=True)
+    if not torch.is_floating_point(x) and not (x.dtype == torch.uint8 and x.device.type == 'cpu'): x = x.float()
+    x = F.interpolate(x, size=(nh, nw), mode='bilinear', align_corners=False, antialias=True)   # uint8 on the CPU: torch's fast uint8 resize
     if align_corners:  # same content edge to edge, but the corner pixel centres moved: rescale to keep reading the same spots
         fix = torch.tensor([(w - 1) / w * nw / (nw - 1), (h - 1) / h * nh / (nh - 1), 1.], device=mats.device)
         mats = torch.diag(fix) @ mats
@@ -146,8 +147,8 @@ def warp_batch(x, mats, size=None, mode='bilinear', pad_mode='reflection', align
         out = F.interpolate(x, size=out_hw, mode='bilinear', align_corners=align_corners,
                             antialias=min_stride is not None and min_stride > max_stride).float().mul_(1 / 255)
         return out.contiguous(memory_format=torch.channels_last) if channels_last else out
+    x, mats = _prefilter(x, mats, min_stride, max_stride, align_corners)   # before the conversion: fewer pixels to convert
     if is_int: x = x.float()
-    x, mats = _prefilter(x, mats, min_stride, max_stride, align_corners)
     grid = _grid(mats, out_hw, align_corners).to(x.dtype)
     out = F.grid_sample(x, grid, mode=mode, padding_mode=pad_mode, align_corners=align_corners)
     if is_int: out = out.mul_(1 / 255)
