@@ -467,3 +467,18 @@ def test_save_load_with_optimiser_state(synth_dls, tmp_path):
     with pytest.raises(ValueError, match=r"three_classes\.pth.*3\.weight: \(3, 16\) in the file, \(2, 16\)"):
         fresh.load('three_classes')
     assert _same(before, fresh.model.state_dict())
+
+
+def test_get_preds_outputs_in_order(synth_dls):
+    learn = Learner(synth_dls, make_mlp())
+    with learn.no_bar(): learn.fit(1)
+    inputs, preds, targs, decoded, losses = learn.get_preds(with_input=True, with_decoded=True, with_loss=True)
+    xs, ys = zip(*list(synth_dls.valid))
+    assert torch.equal(inputs, torch.cat(xs)) and torch.equal(targs, torch.cat(ys))
+    learn.model.eval()
+    with torch.no_grad(): logits = learn.model(inputs)
+    torch.testing.assert_close(preds, torch.softmax(logits, 1))   # the loss's activation, over several batches
+    assert torch.equal(decoded, preds.argmax(1))
+    torch.testing.assert_close(losses, F.cross_entropy(logits, targs, reduction='none'))
+    raw, _ = learn.get_preds(act=lambda x: x)
+    torch.testing.assert_close(raw, logits)
