@@ -7,6 +7,8 @@ __all__ = ['default_loss_func', 'trainable_params', 'Recorder', 'Learner', 'atom
 
 # %% ../nbs/16_learner.ipynb #7a7093e3
 import contextlib
+import math
+import numbers
 import time
 import warnings
 from pathlib import Path
@@ -376,6 +378,14 @@ class Learner:
 
     def fine_tune(self, epochs, base_lr=2e-3, freeze_epochs=1, lr_mult=100, pct_start=0.3, div=5., **kwargs):
         "Transfer learning: `freeze_epochs` with only the head training, then `epochs` with everything, the body at lower rates."
+        # checked before freeze(): a refused call leaves the learner as it was
+        if not (isinstance(base_lr, numbers.Real) and math.isfinite(base_lr) and base_lr >= 0):
+            raise ValueError(f"fine_tune: base_lr={base_lr!r} must be a number >= 0 (the head's learning rate; "
+                             "0 means no update).")
+        if not (isinstance(lr_mult, numbers.Real) and lr_mult > 0):
+            raise ValueError(f"fine_tune: lr_mult={lr_mult!r} must be > 0 (the first layers train at base_lr/2/lr_mult).")
+        for name, n in (('epochs', epochs), ('freeze_epochs', freeze_epochs)):
+            if n < 0: raise ValueError(f"fine_tune: {name}={n} must be >= 0.")
         self.freeze()
         self.fit_one_cycle(freeze_epochs, slice(base_lr), pct_start=0.99, **kwargs)
         base_lr /= 2

@@ -417,6 +417,23 @@ def test_negative_learning_rate_is_refused_before_anything_changes(synth_dls, ca
     _trains(learn)
 
 
+@pytest.mark.parametrize('base_lr', [-1e-3, float('nan'), 0.])
+def test_fine_tune_with_a_bad_base_lr_changes_nothing_and_names_base_lr(colour_folder, base_lr):
+    "base_lr < 0 (or NaN) is refused before freeze(), naming base_lr, not a slice built from it; 0 runs and moves nothing, as fit(lr=0)."
+    dls = ImageDataLoaders.from_folder(colour_folder, valid_pct=0.25, seed=0, item_tfms=Resize(16), bs=4, device='cpu')
+    learn = vision_learner(dls, resnet18, pretrained=False)
+    learn.create_opt()
+    trainable, params = [p.requires_grad for p in learn.model.parameters()], _params(learn.model)
+    with learn.no_bar():
+        if base_lr == 0: learn.fine_tune(1, base_lr=base_lr)
+        else:
+            with pytest.raises(ValueError, match=r'fine_tune: base_lr=(-0\.001|nan) must be a number >= 0'):
+                learn.fine_tune(1, base_lr=base_lr)
+            assert [p.requires_grad for p in learn.model.parameters()] == trainable, "a refused call froze the learner"
+    assert _same_params(params, _params(learn.model))
+    if base_lr == 0: assert len(learn.recorder.values) == 1 and np.isfinite(learn.recorder.values[-1][0])
+
+
 def test_ctrl_c_while_loading_a_batch_loses_nothing():
     "Ctrl-C usually lands in the data loader, between two steps: the weights are those of the last step, its count too."
     calls = []

@@ -97,22 +97,25 @@ def flat_cos_scheds(lr, pct_start=0.75, div_final=1e5) -> dict:
 
 # %% ../../nbs/15_callback.schedule.ipynb #b85f3374
 def lr_range(lr, n_groups: int) -> np.ndarray:
-    "One learning rate per layer group from a number, a `slice(hi)`, a `slice(lo, hi)` or a list of `n_groups` values."
+    "One learning rate per layer group from a number, a `slice(hi)`, a `slice(lo, hi)` or a list of `n_groups` values; 0 means no update."
     if n_groups < 1: raise ValueError(f"n_groups must be at least 1, got {n_groups}")
     if isinstance(lr, slice):
         lo, hi = lr.start, lr.stop
-        if hi is None or hi <= 0 or (lo is not None and lo <= 0):
-            raise ValueError(f"lr={lr}: pass slice(hi) or slice(lo, hi) with positive lo and hi")
+        if hi is None: raise ValueError(f"lr={lr}: pass slice(hi) or slice(lo, hi)")
+        if not all(v >= 0 for v in (lo, hi) if v is not None):
+            raise ValueError(f"lr={lr} is negative or NaN: learning rates must be >= 0 (0 means no update)")
         if lo is None: res = np.full(n_groups, hi / 10); res[-1] = hi
-        elif n_groups == 1: res = np.array([hi], dtype=float)
-        else: res = np.geomspace(lo, hi, n_groups)
+        elif n_groups == 1 or lo == hi: res = np.full(n_groups, float(hi))  # slice(0, 0): no update anywhere
+        elif lo > 0 and hi > 0: res = np.geomspace(lo, hi, n_groups)
+        else: raise ValueError(f"lr={lr}: slice(lo, hi) spreads the rates in log scale, so lo and hi must be positive "
+                               "(or both 0: no update)")
     elif np.ndim(lr) == 0: res = np.full(n_groups, float(lr))
     else:
         res = np.asarray(lr, dtype=float).ravel()
         if len(res) != n_groups:
             raise ValueError(f"lr has {len(res)} values but there are {n_groups} layer groups: "
                              "pass one value per group, a single value or a slice")
-    if np.any(res < 0): raise ValueError(f"lr={lr} has negative values: pass positive learning rates")
+    if not np.all(res >= 0): raise ValueError(f"lr={lr} has negative or NaN values: learning rates must be >= 0 (0 means no update)")
     return res
 
 # %% ../../nbs/15_callback.schedule.ipynb #49cf74bd
