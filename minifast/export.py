@@ -115,10 +115,33 @@ def _plain(e):
     "The first line of an exception's message, without terminal colour codes (torch's pickle errors have them)."
     return re.sub(r'\x1b\[[0-9;]*m', '', str(e).splitlines()[0] if str(e) else type(e).__name__)
 
+# torch.save writes a zip; its legacy format, and pickle.dump, start with the pickle protocol opcode (protocol >= 2)
+_ZIP, _PICKLE = b'PK\x03\x04', b'\x80'
+_SIGNATURES = [(b'\xff\xd8\xff', 'a JPEG image'), (b'\x89PNG', 'a PNG image'), (b'GIF8', 'a GIF image'),
+               (b'\x93NUMPY', 'a NumPy .npy array'), (b'\x1f\x8b', 'a gzip file'), (b'%PDF', 'a PDF document')]
+
+def _why_not_an_export(fname):
+    "Why `fname` cannot be an export file, judged from its first bytes; None if it could be one (a zip or a pickle)."
+    if fname.is_dir(): return "it is a folder"
+    with open(fname, 'rb') as f: head = f.read(256)
+    if head.startswith((_ZIP, _PICKLE)): return None
+    if not head: return "it is empty"
+    for magic, what in _SIGNATURES:
+        if head.startswith(magic): return f"it is {what}"
+    start = head.lstrip()[:1]
+    if start == b'<': return "it is HTML or XML text (a web page saved in place of the file?)"
+    if start in (b'{', b'['): return "it is JSON text"
+    if all(32 <= b < 127 or b in b'\t\r\n' for b in head): return f"it is a text file (starting {head[:40].decode()!r})"
+    return f"it starts with the bytes {head[:8]!r}, not with those of a zip"
+
 def load_learner(fname, cpu=True, allow_pickle=False):
     "Rebuild a `Learner` from a file written by `export`, reading it with `weights_only=True` (no code runs) unless `allow_pickle`."
     fname = Path(fname)
     if not fname.exists(): raise FileNotFoundError(f"load_learner: {fname} does not exist.")
+    why = _why_not_an_export(fname)  # torch reports most non-zip files as pickles with forbidden objects: wrong advice
+    if why is not None:
+        raise ValueError(f"load_learner: {fname} is not a minifast export file: {why}. An export file is the zip "
+                         "written by learn.export().")
     device = torch.device('cpu') if cpu or not torch.cuda.is_available() else torch.device('cuda')
     try: obj = torch.load(fname, map_location=device, weights_only=not allow_pickle)
     except pickle.UnpicklingError as e:

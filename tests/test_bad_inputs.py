@@ -583,6 +583,30 @@ def test_load_learner_on_a_file_that_is_not_ours(exported, tmp_path, kind):
     if before is not None: assert f.read_bytes() == before, "the file is left as it was"
 
 
+_WHAT = {'html': 'HTML', 'json': 'JSON', 'csv': "text file (starting 'name,label", 'jpeg': 'JPEG image',
+         'png': 'PNG image', 'npy': 'NumPy'}
+
+def _not_a_pickle(kind, f):
+    if kind == 'html': f.write_bytes(b'<!DOCTYPE html><html><body>404 Not Found</body></html>')
+    elif kind == 'json': f.write_text('{"model": "resnet34", "vocab": ["cat", "dog"]}')
+    elif kind == 'csv': f.write_text('name,label\ncat_1.jpg,cat\n')
+    elif kind in ('jpeg', 'png'):
+        buf = io.BytesIO(); Image.new('RGB', (8, 8)).save(buf, kind.upper()); f.write_bytes(buf.getvalue())
+    elif kind == 'npy':
+        with open(f, 'wb') as fh: np.save(fh, np.zeros(3))
+
+
+@pytest.mark.parametrize('kind', ['html', 'json', 'csv', 'jpeg', 'png', 'npy'])
+def test_load_learner_on_a_non_pickle_file_says_not_an_export(tmp_path, kind):
+    "A file torch reports as a pickle with forbidden objects, though it is no pickle at all: no allow_pickle advice."
+    f = tmp_path/'export.pkl'
+    _not_a_pickle(kind, f)
+    with pytest.raises(ValueError) as e: load_learner(f)
+    msg = str(e.value)
+    assert str(f) in msg and 'not a minifast export' in msg and 'allow_pickle' not in msg, msg
+    assert _WHAT[kind] in msg, msg
+
+
 def _payloads(marker):
     "Three ways a pickle can carry code: a legacy pickle, a fastai-style pickled Learner, a real export with one object added."
     class Payload:
