@@ -560,9 +560,18 @@ def _check_state_fits(model, state, path, strict=True):
                          f"{len(missing)} missing and {len(unexpected)} unexpected keys): {'; '.join(problems[:4])}. "
                          "Nothing was loaded; build the same model as when saving (architecture, n_out).")
 
+def _os_error_in(e):
+    "The first OSError in the chain of `e` (itself, its __cause__ or __context__), or None."
+    seen = set()
+    while e is not None and id(e) not in seen:
+        if isinstance(e, OSError): return e
+        seen.add(id(e))
+        e = e.__cause__ or e.__context__
+    return None
+
 def atomic_torch_save(obj, path):
     "`torch.save(obj, path)` through a temporary file and an atomic rename: the previous `path` survives any failure."
-    import os, tempfile
+    import errno, os, tempfile
     path = Path(path)
     try: path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e: raise OSError(f"Cannot create the folder {path.parent} to save {path.name}: {e}") from e
@@ -575,8 +584,12 @@ def atomic_torch_save(obj, path):
         os.replace(tmp, path)
     except BaseException as e:
         with contextlib.suppress(OSError): os.unlink(tmp)
-        if isinstance(e, OSError): raise OSError(f"Could not save {path} ({e}); the previous file, if any, is unchanged.") from e
-        raise
+        # torch's zip writer turns a failed write() (a full disk) into "RuntimeError: ... unexpected pos": the OSError is its context
+        os_error = _os_error_in(e) if isinstance(e, Exception) else None
+        if os_error is None: raise
+        hint = " Free some space or save elsewhere." if os_error.errno == errno.ENOSPC else ""
+        message = f"Could not save {path}: {os_error.strerror or os_error}; the previous file, if any, is unchanged.{hint}"
+        raise (OSError(os_error.errno, message) if os_error.errno is not None else OSError(message)) from e
     return path
 
 # %% ../nbs/16_learner.ipynb #519b0e37

@@ -549,12 +549,14 @@ def _fill_the_disk(monkeypatch, room=4096):
     monkeypatch.setattr(os, 'fdopen', lambda fd, *a, **k: _FullDisk(real_fdopen(fd, *a, **k), room))
 
 
-def test_export_to_a_full_disk_keeps_the_previous_file(exported, colour_folder, monkeypatch):
-    "Whatever the error says (see /tmp/w/pending for its message), nothing is lost."
+def test_export_to_a_full_disk_names_the_file_and_the_cause_and_keeps_the_previous_file(exported, colour_folder, monkeypatch):
+    "torch's zip writer raises 'RuntimeError: ... unexpected pos' with the ENOSPC in its context: the user gets the OSError, naming the file."
     learn, path = exported
     before, params = path.read_bytes(), _params(learn.model)
     _fill_the_disk(monkeypatch)
-    with pytest.raises((OSError, RuntimeError)): learn.export(path)
+    with pytest.raises(OSError) as e: learn.export(path)
+    assert e.value.errno == errno.ENOSPC and isinstance(e.value.__cause__, RuntimeError), "torch's error, not a fake one"
+    assert str(path) in str(e.value) and 'No space left' in str(e.value) and 'unchanged' in str(e.value), str(e.value)
     monkeypatch.undo()
     _export_survives(learn, path, before, params, colour_folder)
 
