@@ -405,6 +405,12 @@ class Learner:
             with self.no_results_table(): self.fit(n_epoch, cbs=finder)
         finally:
             if not had_opt: self.opt = None
+        if finder.diverged_at is not None and finder.diverged_at[0] <= 5:  # no curve to read a suggestion from
+            n, lr, loss = finder.diverged_at
+            raise RuntimeError(f"lr_find: the loss diverged at once (batch {n}, lr={lr:.2e}, smoothed loss {loss:.3g}), "
+                               f"so there is no curve to suggest a learning rate from. Lower start_lr (now {start_lr:g}), "
+                               "or check the model's initialisation, the inputs and the loss. The model and optimiser "
+                               "are as they were before lr_find.")
         lrs, losses = np.array(self.recorder.lrs, dtype=np.float64), np.array(self.recorder.losses, dtype=np.float64)
         if len(lrs) < 2: raise RuntimeError("lr_find: fewer than 2 batches were recorded; use more data or a larger num_it.")
         found = {f.__name__: f(lrs, losses, num_it) for f in suggest_funcs}

@@ -217,7 +217,7 @@ class LRFinder(Callback):
         self.model_state = {k: v.detach().clone() for k, v in learn.model.state_dict().items()}
         self.opt_state = copy.deepcopy(learn.opt.state_dict())
         self.requires_grad = [p.requires_grad for p in learn.model.parameters()]
-        self.best_loss = float('inf')
+        self.best_loss, self.diverged_at = float('inf'), None
 
     def before_batch(self):
         pos = self.learn.train_iter / self.num_it
@@ -228,7 +228,9 @@ class LRFinder(Callback):
         if self.learn.loss is not None:  # a batch cancelled before its loss has nothing to compare
             loss = float(self.learn.recorder.smooth_loss)  # one sync per batch is fine for a 100-batch search
             if loss < self.best_loss: self.best_loss = loss
-            if self.stop_div and (not math.isfinite(loss) or loss > 4 * self.best_loss): raise CancelFitException()
+            if self.stop_div and (not math.isfinite(loss) or loss > 4 * self.best_loss):
+                self.diverged_at = (self.learn.train_iter, self.learn.opt.hypers[-1]['lr'], loss)  # for lr_find's message
+                raise CancelFitException()
         if self.learn.train_iter >= self.num_it: raise CancelFitException()
 
     def before_validate(self): raise CancelValidException()
