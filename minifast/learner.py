@@ -45,8 +45,8 @@ def trainable_params(model):
 class Recorder(Callback):
     "Record the smoothed training loss, learning rates and momentums per batch, and losses and metrics per epoch."
     order = 50
-    def __init__(self, beta=0.98):
-        self.beta = beta
+    def __init__(self, beta=0.98, warn_not_finite=True):
+        self.beta, self.warn_not_finite = beta, warn_not_finite
         self.values, self.lrs, self.moms, self._losses, self.iters = [], [], [], [], []
         self.epoch_logged, self._in_epoch = False, False
         self.extra_columns = {}  # name -> function giving a value at the end of each epoch, added by other callbacks
@@ -59,7 +59,7 @@ class Recorder(Callback):
 
     def before_fit(self):
         self.lrs, self.moms, self._losses, self.iters, self.values = [], [], [], [], []
-        self._smooth, self._count, self._fitting = None, 0, True
+        self._smooth, self._count, self._fitting, self._warned = None, 0, True, False
         self.epoch_logged, self._in_epoch = False, False
         self.metrics = [as_metric(m) for m in self.learn.metrics]
         self._columns = dict(self.extra_columns)  # the columns of this fit, kept for its values after it ends
@@ -109,12 +109,31 @@ class Recorder(Callback):
         if self.learn.exception is not None or not started: return  # failed, or cancelled before it began: no row
         train_loss = float(self.smooth_loss) if self._losses else float('nan')
         valid_loss = float(self._valid_sum / self._valid_n) if self._valid_n else float('nan')
+        if self.warn_not_finite and not self._warned: self._check_finite(train_loss, valid_loss)
         self.log += [train_loss, valid_loss] + [float(m.value) if self._valid_n else float('nan') for m in self.metrics]
         self.log += [fn() for fn in self._columns.values()]
         self.log.append(time.perf_counter() - self._start)
         self.values.append(self.log[1:-1])
         self.iters.append(len(self._losses))
         self.epoch_logged = True
+
+    def _check_finite(self, train_loss, valid_loss):
+        "Warn (once per fit) when this epoch's training or validation loss is NaN or infinite: the weights then follow."
+        first = self.iters[-1] if self.iters else 0  # this epoch's batches in self._losses
+        bad = [f"the {name} loss is {value}" for name, value, seen in
+               (('training', train_loss, len(self._losses) > first), ('validation', valid_loss, self._valid_n > 0))
+               if seen and not math.isfinite(value)]
+        if not bad: return
+        where = ''
+        if len(self._losses) > first and not math.isfinite(train_loss):  # a smoothed NaN or inf stays so: the first is the culprit
+            i = int((~torch.isfinite(torch.stack(self._losses[first:]))).nonzero()[0])  # a host sync, on this bad path only
+            where = f" (from training batch {i} on)"
+        self._warned = True
+        warnings.warn(f"Recorder: {' and '.join(bad)} at epoch {self.learn.epoch}{where}. A NaN or infinite loss is "
+                      "back-propagated and stepped into every weight, and the model does not recover: lower the learning "
+                      "rate (see lr_find), check the inputs and targets for NaN or inf, and add "
+                      "cbs=TerminateOnNaNCallback() to stop at the first bad batch with the weights of the last good step.",
+                      RuntimeWarning, stacklevel=2)
 
     @property
     def metric_names(self):
@@ -401,9 +420,11 @@ class Learner:
         n_epoch = num_it // max(1, len(self.dls.train)) + 1
         had_opt = self.opt is not None
         finder = LRFinder(start_lr, end_lr, num_it, stop_div)
+        warned, self.recorder.warn_not_finite = self.recorder.warn_not_finite, False  # divergence is what it looks for
         try:
             with self.no_results_table(): self.fit(n_epoch, cbs=finder)
         finally:
+            self.recorder.warn_not_finite = warned
             if not had_opt: self.opt = None
         if finder.diverged_at is not None and finder.diverged_at[0] <= 5:  # no curve to read a suggestion from
             n, lr, loss = finder.diverged_at

@@ -387,6 +387,36 @@ def test_nan_or_inf_loss_with_terminate_on_nan_keeps_the_last_good_step(value):
     _trains(learn)
 
 
+@pytest.mark.parametrize('value', [float('nan'), float('inf')])
+def test_nan_or_inf_loss_without_terminate_on_nan_is_reported_once_with_the_fix(value):
+    """Without TerminateOnNaNCallback the bad step happens (the weights are lost, test_tracker.py pins it: checking every
+    batch costs a host sync), but the Recorder, which reads the losses once per epoch anyway, says so: once, at the end of
+    the epoch, naming the first bad batch and the fix."""
+    learn = Learner(make_synth_dls(), make_mlp(), loss_func=_LossTimes(at=5, value=value))
+    with learn.no_bar(), pytest.warns(RuntimeWarning) as caught: learn.fit(2)
+    msgs = [str(w.message) for w in caught if str(w.message).startswith('Recorder:')]
+    assert len(msgs) == 1 and 'the training loss is nan' in msgs[0] and 'at epoch 0 (from training batch 4 on)' in msgs[0], msgs
+    assert 'lower the learning rate' in msgs[0] and 'cbs=TerminateOnNaNCallback()' in msgs[0], msgs
+
+
+def test_terminate_on_nan_with_nan_inputs_keeps_batchnorm_statistics(synth_dls):
+    "NaN inputs: the forward pass of the bad batch has already put NaN in BatchNorm's running statistics; they are put back too."
+    class LastGood(Callback):
+        def after_step(self): self.state = {k: v.clone() for k, v in self.learn.model.state_dict().items()}
+    class NaNInput(Callback):  # the third training batch carries one NaN feature
+        def before_batch(self):
+            if self.learn.training and self.learn.train_iter == 2:
+                x = self.learn.xb[0].clone(); x[0, 0] = float('nan'); self.learn.xb = (x,)
+    last = LastGood()
+    learn = Learner(synth_dls, make_mlp(), cbs=[TerminateOnNaNCallback(), last])
+    with learn.no_bar(), pytest.warns(RuntimeWarning, match='last good step'): learn.fit(1, cbs=NaNInput())
+    now = learn.model.state_dict()
+    assert _finite(learn.model), [k for k, v in now.items() if not torch.isfinite(v.float()).all()]
+    assert all(torch.equal(now[k], last.state[k]) for k in now if not k.endswith('num_batches_tracked'))
+    preds, _ = learn.get_preds()
+    assert torch.isfinite(preds).all()
+
+
 @pytest.mark.parametrize('method', ['fit', 'fit_one_cycle', 'fit_flat_cos'])
 def test_learning_rate_zero_changes_no_weight(synth_dls, method):
     learn = Learner(synth_dls, make_mlp(), wd=0.1)  # weight decay too must not move anything at lr 0
@@ -500,7 +530,10 @@ def test_lr_find_on_a_model_that_diverges_at_once_says_so(synth_dls, case):
     "No suggestion from a curve that blew up at once (the data and num_it are fine): it says so, with the lr, and what to try."
     model, kwargs = (_Exploding(), {}) if case == 'inf_from_the_start' else (make_mlp(), {'start_lr': 10., 'end_lr': 1e5})
     learn = Learner(synth_dls, model)
-    with learn.no_bar(), pytest.raises(RuntimeError) as e: learn.lr_find(show_plot=False, **kwargs)
+    with learn.no_bar(), warnings.catch_warnings(record=True) as caught, pytest.raises(RuntimeError) as e:
+        warnings.simplefilter('always')
+        learn.lr_find(show_plot=False, **kwargs)
+    assert not [w for w in caught if 'Recorder' in str(w.message)], "the finder diverges on purpose: no NaN warning"
     msg = str(e.value)
     assert 'diverged at once' in msg and 'Lower start_lr (now ' in msg and 'num_it' not in msg, msg
     assert re.search(r'batch [12], lr=1\.\d\de(-07|\+01)', msg), msg  # start_lr, or one step above it
@@ -646,64 +679,3 @@ def test_load_learner_refuses_a_pickle_with_a_payload_and_runs_nothing(exported,
     assert str(f) in msg and 'refused' in msg and 'Nothing from it was run' in msg and 'allow_pickle=True' in msg
     assert not marker.exists(), "the payload must not run"
     assert load_learner(path).dls.vocab == learn.dls.vocab, "our own export still loads"
-
-
-# ---- data side: one class, items of different sizes, PIL's pixel limit -------------------------------
-def _flat_folder(tmp_path):
-    "Images straight in `images/`, the class only in the file name (cat_1.jpg, dog_0.jpg, ...)."
-    folder = tmp_path/'images'
-    folder.mkdir()
-    for i, colour in enumerate([(200, 0, 0), (0, 200, 0), (0, 0, 200)] * 3):
-        Image.new('RGB', (16, 16), colour).save(folder/f'{"cat" if i % 2 else "dog"}_{i}.jpg')
-    return folder
-
-
-def test_one_class_only_is_refused_naming_the_class_and_get_y(tmp_path):
-    "parent_label on a flat folder labels everything 'images': refused when the loaders are built, not trained at a loss of 0."
-    folder = _flat_folder(tmp_path)
-    for build in (lambda: _dls(folder), lambda: ImageDataLoaders.from_folder(folder.parent, valid_pct=0.25, seed=0,
-                                                                             item_tfms=Resize(16), bs=4, device='cpu')):
-        with pytest.raises(ValueError) as e: build()
-        msg = str(e.value)
-        assert "only one class, 'images'" in msg and 'get_y' in msg and 'parent_label' in msg and 'RegexLabeller' in msg, msg
-    by_name = DataBlock(blocks=(ImageBlock, CategoryBlock), get_items=get_image_files, item_tfms=Resize(16),
-                        get_y=using_attr(RegexLabeller(r'^(cat|dog)_'), 'name'), splitter=RandomSplitter(0.25, seed=0))
-    assert list(by_name.dataloaders(folder, bs=4, device='cpu', num_workers=0).vocab) == ['cat', 'dog']   # the advice works
-    on_purpose = DataBlock(blocks=(ImageBlock, CategoryBlock(vocab=['images'])), get_items=get_image_files,
-                           get_y=parent_label, item_tfms=Resize(16), splitter=RandomSplitter(0.25, seed=0))
-    assert list(on_purpose.dataloaders(folder, bs=4, device='cpu', num_workers=0).vocab) == ['images']   # vocab= opts out
-
-
-@pytest.mark.parametrize('num_workers', [0, 2])
-def test_mismatched_sizes_error_names_the_shapes_the_items_and_resize(colour_folder, num_workers):
-    "No Resize: iterating, one_batch and fit say which shapes (and files) differ and to add item_tfms=Resize - from workers too."
-    dls = _image_block(item_tfms=None).dataloaders(colour_folder, bs=4, device='cpu', num_workers=num_workers, seed=0)
-    learn = Learner(dls, _tiny_cnn())
-    def fit():
-        with learn.no_bar(): learn.fit(1)
-    for get in (lambda: next(iter(dls.train)), lambda: next(iter(dls.valid)), dls.one_batch, fit):
-        with pytest.raises(RuntimeError) as e: get()
-        msg = str(e.value)
-        assert 'element 0 (image) has ' in msg and 'item_tfms=Resize(' in msg, msg
-        assert re.search(r"\(3, 3\d, 40\) in \d samples?, e\.g\. \S+/(red|blue)/\1_\d\.jpg", msg), msg
-
-
-def test_image_over_pils_pixel_limit_says_so_and_a_drafted_jpeg_still_loads(colour_folder, monkeypatch):
-    "PIL's decompression-bomb limit (lowered here to use a small file): the file, its size and the knob; not 'not an image'."
-    jpg, png = colour_folder/'red'/'panorama.jpg', colour_folder/'panorama.png'
-    Image.new('RGB', (100, 100), (0, 0, 200)).save(jpg)
-    Image.new('RGB', (100, 100), (0, 0, 200)).save(png)
-    from minifast.vision.core import load_image
-    unlimited = np.asarray(load_image(jpg, draft_size=16))
-    monkeypatch.setattr(Image, 'MAX_IMAGE_PIXELS', 1000)   # PIL now refuses more than 2000 pixels
-    for fn in (jpg, png):
-        with pytest.raises(ImageReadError) as e: load_image(fn)
-        msg = str(e.value)
-        assert str(fn) in msg and '100x100 = 10000 pixels' in msg and 'PIL.Image.MAX_IMAGE_PIXELS' in msg, msg
-        assert 'not an image' not in msg, msg
-    with pytest.raises(ImageReadError, match='even decoded at the reduced scale'): load_image(jpg, draft_size=40)  # 50x50
-    drafted = load_image(jpg, draft_size=16)   # decoded at 1/4 scale: 25x25 = 625 pixels, within the limit
-    assert drafted.size == (25, 25) and np.array_equal(np.asarray(drafted), unlimited)
-    dls = _dls(colour_folder)   # training with Resize(16) decodes drafted: the panorama is part of the data
-    assert any(o.name == 'panorama.jpg' for o in dls.train.items + dls.valid.items)
-    assert sum(len(b[0]) for dl in (dls.train, dls.valid) for b in dl) == len(dls.train) * 4 + dls.valid.n

@@ -2,6 +2,7 @@
 SaveModelCallback reloads the best weights, a NaN loss stops training with a clear message and
 keeps the last good weights."""
 import math
+import re
 import warnings
 
 import numpy as np
@@ -143,9 +144,11 @@ def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_good_weights():
     model = NaNAt(at=5)  # batches 1-4 train, the 5th (epoch 1, batch 1) gives a NaN loss
     learn = learner(model=model)
     nan_cb, weights = TerminateOnNaNCallback(), WeightsBeforeBatch()
-    with pytest.warns(RuntimeWarning, match=r'loss is nan at epoch 1, training batch 1.*last good step'):
+    with pytest.warns(RuntimeWarning, match=r'loss is nan at epoch 1, training batch 1.*last good step') as caught:
         learn.fit(3, 0.1, cbs=[nan_cb, weights])
+    assert len(caught) == 1, "the Recorder does not warn too: the bad batch is not recorded"
     assert nan_cb.stopped_at == (1, 1, 'training')
+    assert all(math.isfinite(v) for v in learn.recorder.losses) and math.isfinite(learn.recorder.values[-1][0])
     assert model.calls == 5 and learn.epoch == 1  # nothing ran after the NaN batch
     now = learn.model.state_dict()
     assert all(torch.equal(now[k], weights.last[k]) for k in now)  # the NaN step never happened
@@ -153,13 +156,26 @@ def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_good_weights():
     assert all(p.grad is None or torch.isfinite(p.grad).all() for p in learn.model.parameters())
 
 
-def test_without_the_callback_nan_spreads_to_the_weights():
-    "The reference behaviour the callback prevents."
+def test_without_the_callback_nan_spreads_to_the_weights_and_the_recorder_says_so():
+    "The reference behaviour the callback prevents: the weights are lost, and the Recorder warns once, at the end of the epoch."
     learn = learner(model=NaNAt(at=5))
-    with warnings.catch_warnings():
-        warnings.simplefilter('ignore')
-        learn.fit(2, 0.1)
+    with pytest.warns(RuntimeWarning) as caught: learn.fit(3, 0.1)
     assert not all(torch.isfinite(p).all() for p in learn.model.parameters())
+    messages = [str(w.message) for w in caught if 'Recorder' in str(w.message)]
+    assert len(messages) == 1, messages  # epochs 1 and 2 are NaN: one warning per fit
+    assert re.match(r'Recorder: the training loss is nan and the validation loss is nan at epoch 1 '
+                    r'\(from training batch 1 on\)\..*lower the learning rate.*cbs=TerminateOnNaNCallback\(\)', messages[0]), messages
+
+
+def test_a_nan_validation_loss_alone_is_reported_and_a_finite_fit_says_nothing():
+    class NaNWhenEvaluating(nn.Linear):
+        def forward(self, x): return super().forward(x) * (float('nan') if not self.training else 1.)
+    learn = learner(model=NaNWhenEvaluating(2, 2))
+    with pytest.warns(RuntimeWarning, match=r'Recorder: the validation loss is nan at epoch 0\. A NaN'): learn.fit(1)
+    learn = learner()
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')
+        learn.fit(2, 0.1)
 
 
 def test_tracker_min_delta_and_reset_on_fit():

@@ -11,6 +11,7 @@ import warnings
 
 import numpy as np
 import torch
+from torch import nn
 
 from .core import Callback, CancelFitException
 
@@ -99,18 +100,44 @@ class SaveModelCallback(TrackerCallback):
         self.learn.load(self.fname, with_opt=self.with_opt)
 
 # %% ../../nbs/19_callback.tracker.ipynb #19771389
+def _running_stats(model):
+    "The buffers of the layers that keep running statistics (BatchNorm, InstanceNorm with track_running_stats)."
+    return [b for m in model.modules() if getattr(m, 'running_mean', None) is not None
+            for b in m.buffers(recurse=False) if not isinstance(b, nn.parameter.UninitializedBuffer)]
+
+class _Snapshot:
+    "A copy of `tensors` kept in one flat tensor per (device, dtype): `save()` is one `torch.cat` each, on the device, no sync."
+    def __init__(self, tensors):
+        groups = {}
+        for t in tensors: groups.setdefault((t.device, t.dtype), []).append(t)
+        self.groups = [([t.view(-1) for t in ts], torch.empty(sum(t.numel() for t in ts), dtype=dtype, device=device))
+                       for (device, dtype), ts in groups.items()]  # running stats are updated in place: the views stay valid
+    def save(self):
+        for views, flat in self.groups: torch.cat(views, out=flat)
+    def restore(self):
+        for views, flat in self.groups:
+            for v, saved in zip(views, flat.split([v.numel() for v in views])): v.copy_(saved)
+
 class TerminateOnNaNCallback(Callback):
-    "Stop training at the first NaN or infinite loss, before its backward pass, keeping the weights of the last good step."
+    "Stop training at the first NaN or infinite loss, before its backward pass, keeping the weights and BatchNorm statistics of the last good step."
     order = -5
-    def before_fit(self): self.stopped_at = None
+    def before_fit(self): self.stopped_at, self._stats = None, None
+
+    def before_train(self): self._stats = _Snapshot(_running_stats(self.learn.model))
+
+    def before_batch(self):
+        # the forward pass of a bad batch (NaN inputs) updates BatchNorm's running statistics before the loss is seen
+        if self.learn.training and self._stats is not None: self._stats.save()
 
     def after_loss(self):
         if torch.isfinite(self.learn.loss).all(): return  # the one host sync per batch
         learn = self.learn
         where = 'training' if learn.training else 'validation'
         self.stopped_at = (learn.epoch, learn.iter, where)
+        if learn.training and self._stats is not None: self._stats.restore()
         warnings.warn(f"TerminateOnNaNCallback: the loss is {learn.loss.float().mean().item()} at epoch {learn.epoch}, "
                       f"{where} batch {learn.iter}; training stopped. The weights are those of the last good step: "
                       "try a lower learning rate, check the inputs for NaN, or use bf16 instead of fp16.",
                       RuntimeWarning, stacklevel=2)
+        learn.loss = None  # the bad batch is not recorded: the Recorder's losses and its NaN warning are of the good steps
         raise CancelFitException()
