@@ -679,3 +679,43 @@ def test_load_learner_refuses_a_pickle_with_a_payload_and_runs_nothing(exported,
     assert str(f) in msg and 'refused' in msg and 'Nothing from it was run' in msg and 'allow_pickle=True' in msg
     assert not marker.exists(), "the payload must not run"
     assert load_learner(path).dls.vocab == learn.dls.vocab, "our own export still loads"
+
+
+# ---- data side: one class, items of different sizes, PIL's pixel limit -------------------------------
+def _flat_folder(tmp_path):
+    "Images straight in `images/`, the class only in the file name (cat_1.jpg, dog_0.jpg, ...)."
+    folder = tmp_path/'images'
+    folder.mkdir()
+    for i, colour in enumerate([(200, 0, 0), (0, 200, 0), (0, 0, 200)] * 3):
+        Image.new('RGB', (16, 16), colour).save(folder/f'{"cat" if i % 2 else "dog"}_{i}.jpg')
+    return folder
+
+
+def test_one_class_only_is_refused_naming_the_class_and_get_y(tmp_path):
+    "parent_label on a flat folder labels everything 'images': refused when the loaders are built, not trained at a loss of 0."
+    folder = _flat_folder(tmp_path)
+    for build in (lambda: _dls(folder), lambda: ImageDataLoaders.from_folder(folder.parent, valid_pct=0.25, seed=0,
+                                                                             item_tfms=Resize(16), bs=4, device='cpu')):
+        with pytest.raises(ValueError) as e: build()
+        msg = str(e.value)
+        assert "only one class, 'images'" in msg and 'get_y' in msg and 'parent_label' in msg and 'RegexLabeller' in msg, msg
+    by_name = DataBlock(blocks=(ImageBlock, CategoryBlock), get_items=get_image_files, item_tfms=Resize(16),
+                        get_y=using_attr(RegexLabeller(r'^(cat|dog)_'), 'name'), splitter=RandomSplitter(0.25, seed=0))
+    assert list(by_name.dataloaders(folder, bs=4, device='cpu', num_workers=0).vocab) == ['cat', 'dog']   # the advice works
+    on_purpose = DataBlock(blocks=(ImageBlock, CategoryBlock(vocab=['images'])), get_items=get_image_files,
+                           get_y=parent_label, item_tfms=Resize(16), splitter=RandomSplitter(0.25, seed=0))
+    assert list(on_purpose.dataloaders(folder, bs=4, device='cpu', num_workers=0).vocab) == ['images']   # vocab= opts out
+
+
+@pytest.mark.parametrize('num_workers', [0, 2])
+def test_mismatched_sizes_error_names_the_shapes_the_items_and_resize(colour_folder, num_workers):
+    "No Resize: iterating, one_batch and fit say which shapes (and files) differ and to add item_tfms=Resize - from workers too."
+    dls = _image_block(item_tfms=None).dataloaders(colour_folder, bs=4, device='cpu', num_workers=num_workers, seed=0)
+    learn = Learner(dls, _tiny_cnn())
+    def fit():
+        with learn.no_bar(): learn.fit(1)
+    for get in (lambda: next(iter(dls.train)), lambda: next(iter(dls.valid)), dls.one_batch, fit):
+        with pytest.raises(RuntimeError) as e: get()
+        msg = str(e.value)
+        assert 'element 0 (image) has ' in msg and 'item_tfms=Resize(' in msg, msg
+        assert re.search(r"\(3, 3\d, 40\) in \d samples?, e\.g\. \S+/(red|blue)/\1_\d\.jpg", msg), msg

@@ -14,7 +14,7 @@ from fastcore.foundation import L
 
 from ..core import listify
 from .transforms import Categorize, MultiCategorize, Pipeline, RandomSplitter, Transform, as_transform
-from .core import DataLoaders, Datasets
+from .core import _ONE_SIZE_ADVICE, DataLoaders, Datasets
 
 # %% ../../nbs/03_data.block.ipynb #1ff8bc12
 class TransformBlock:
@@ -190,8 +190,7 @@ def _datablock_summary(dblock, source, bs=4, show_batch=False, print_fn=print):
             shapes = [tuple(s[k].shape) if isinstance(s[k], torch.Tensor) else type(s[k]).__name__ for s in samples]
             if len(set(map(str, shapes))) > 1 or not isinstance(samples[0][k], torch.Tensor):
                 out(f"  element {k} ({dsets.kinds[k]}) of each sample: " + ', '.join(map(str, shapes)))
-        out("Every element must have the same shape to be collated. For images of different sizes, add an item "
-            "transform that gives them one size, e.g. item_tfms=Resize(460) (or RandomResizedCrop).")
+        out(_ONE_SIZE_ADVICE)
         return
     for k, o in enumerate(batch): out(f"  element {k}: {_describe(o)}")
     out("\nBatch transforms (training):")

@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader as TorchDataLoader
 from fastcore.foundation import L
 
 from ..core import default_device, listify, to_device
-from .transforms import Pipeline, Transform
+from .transforms import Categorize, Pipeline, Transform
 
 # %% ../../nbs/02_data.core.ipynb #a5518dfa
 def _setup_pipeline(pipe, items):
@@ -44,6 +44,20 @@ def _check_labels(pipe, items, where):
                          f"class training examples (change the split: another seed, a smaller valid_pct), or pass "
                          f"vocab= with all the classes.")
 
+def _check_classes(pipe, built, items):
+    "Raise if `setup` built a one-class vocabulary (a `Categorize` in `built`) from the training `items`."
+    tfms = list(pipe)
+    for k, t in enumerate(tfms):
+        if not any(t is b for b in built) or len(t.vocab) != 1: continue
+        label = t.vocab[0]
+        labeller = ' -> '.join(map(repr, tfms[:k])) or 'the items themselves'
+        example = dict(items[0]) if hasattr(items[0], 'iloc') else items[0]
+        raise ValueError(f"The training set has only one class, {label!r} (all {len(items)} items, e.g. {example}): a "
+                         f"classifier needs at least 2, it would learn nothing (a loss of 0). Check how the items are "
+                         f"labelled (get_y; here {labeller}): parent_label on a flat folder gives every item the folder's "
+                         f"name, so label by the file name instead (e.g. RegexLabeller). To keep one class on purpose, "
+                         f"pass the vocabulary: CategoryBlock(vocab=[{label!r}]) or Categorize(vocab=[{label!r}]).")
+
 class Datasets:
     "Items and one transform pipeline per sample element; `splits` are the training and validation indices."
     def __init__(self, items, tfms, splits=None, n_inp=None, kinds=None, setup=True):
@@ -55,7 +69,9 @@ class Datasets:
         self.kinds = tuple(kinds) if kinds is not None else ('other',) * len(self.pipelines)
         if setup:  # `setup=False` reuses pipelines already fitted (e.g. the vocabulary) for new items
             train_items = self.items[self.splits[0]]
+            built = [t for p in self.pipelines for t in p if isinstance(t, Categorize) and t.vocab is None]
             for p in self.pipelines: _setup_pipeline(p, train_items)
+            for p in self.pipelines: _check_classes(p, built, train_items)
             for p in self.pipelines: _check_labels(p, self.items[self.splits[1]], 'validation')
 
     def __len__(self): return len(self.items)
@@ -111,10 +127,38 @@ def default_num_workers() -> int:
 
 def _random_seed() -> int: return int.from_bytes(os.urandom(8), 'little') >> 1
 
+_ONE_SIZE_ADVICE = ("Every element must have the same shape to be collated. For images of different sizes, add an item "
+                    "transform that gives them one size, e.g. item_tfms=Resize(460) (or RandomResizedCrop).")
+
+def _shape_mismatch(samples, items=None, kinds=None):
+    "A message naming the first element whose tensors differ in shape across `samples` (with an item per shape) and the fix, or None."
+    if not samples or not isinstance(samples[0], (tuple, list)): return None
+    for k in range(len(samples[0])):
+        shapes = [tuple(s[k].shape) if hasattr(s[k], 'shape') else None for s in samples]
+        if None in shapes or len(set(shapes)) < 2: continue
+        seen = {}
+        for i, shape in enumerate(shapes): seen.setdefault(shape, []).append(i)
+        def example(i):
+            item = items[i] if items is not None else None
+            if hasattr(item, 'iloc'): item = dict(item)   # a DataFrame row: its columns
+            s = str(item)
+            return f", e.g. {s if len(s) <= 80 else '...' + s[-77:]}" if item is not None else ''   # a path's end names the file
+        shown = '; '.join(f"{shape} in {len(idx)} sample{'s' * (len(idx) > 1)}{example(idx[0])}" for shape, idx in list(seen.items())[:4])
+        kind = f" ({kinds[k]})" if kinds is not None and k < len(kinds) else ''
+        return (f"Cannot collate {len(samples)} samples into a batch: element {k}{kind} has {len(seen)} different shapes: "
+                f"{shown}{' ...' if len(seen) > 4 else ''}. {_ONE_SIZE_ADVICE}")
+    return None
+
+class _Samples(list):
+    "The samples of one batch, with the dataset indices they came from (to name the items in a collation error)."
+    def __init__(self, samples, idxs):
+        super().__init__(samples)
+        self.idxs = list(idxs)
+
 class _ItemStage(torch.utils.data.Dataset):
     "The dataset the torch loader sees: a sample from `dataset`, then the item pipelines, with a private generator."
-    def __init__(self, dataset, after_item, split_idx):
-        self.dataset, self.after_item, self.split_idx = dataset, after_item, split_idx
+    def __init__(self, dataset, after_item, split_idx, kinds=None):
+        self.dataset, self.after_item, self.split_idx, self.kinds = dataset, after_item, split_idx, kinds
         self.generator = torch.Generator()
 
     def __len__(self): return len(self.dataset)
@@ -122,6 +166,25 @@ class _ItemStage(torch.utils.data.Dataset):
     def __getitem__(self, i):
         sample = self.dataset[i]
         return tuple(p(o, split_idx=self.split_idx, generator=self.generator) for p, o in zip(self.after_item, sample))
+
+    def __getitems__(self, idxs):
+        "The samples at `idxs` (torch's loader fetches a batch with this), remembering `idxs`."
+        return _Samples([self[i] for i in idxs], idxs)
+
+    def _item(self, i):
+        "The item behind sample `i` of the dataset, for messages; None if unknown."
+        ds = self.dataset
+        if isinstance(ds, DatasetSubset): return ds.dsets.items[ds.idxs[i]]
+        return ds.items[i] if isinstance(ds, Datasets) else None
+
+    def collate(self, samples):
+        "torch's `default_collate`; when the samples' shapes differ, an error that names them and the fix (in workers too)."
+        try: return torch.utils.data.default_collate(samples)
+        except RuntimeError as e:
+            idxs = getattr(samples, 'idxs', None)
+            msg = _shape_mismatch(samples, [self._item(i) for i in idxs] if idxs is not None else None, self.kinds)
+            if msg is None: raise
+            raise RuntimeError(f"{msg} (torch: {str(e).splitlines()[0]})") from e
 
 def _seed_worker(worker_id):
     "In each worker, seed the item stage's generator from the worker seed torch derived from the loader's generator."
@@ -159,7 +222,8 @@ class DataLoader:
     def _make_torch_dl(self):
         pin = self.pin_memory if self.pin_memory is not None else self.device.type == 'cuda'
         workers = self.num_workers
-        return TorchDataLoader(_ItemStage(self.dataset, self.after_item, self.split_idx), batch_size=self.bs,
+        stage = _ItemStage(self.dataset, self.after_item, self.split_idx, self.kinds)
+        return TorchDataLoader(stage, batch_size=self.bs, collate_fn=stage.collate,
                                shuffle=self.shuffle, drop_last=self._drop_last, num_workers=workers,
                                pin_memory=pin, generator=self.generator,
                                worker_init_fn=_seed_worker if workers else None,
@@ -206,9 +270,9 @@ class DataLoader:
     def make_batch(self, idxs, generator=None):
         "Build the batch of the samples at `idxs` in this process (no workers): item pipelines, collate, device, batch pipelines."
         g = generator if generator is not None else torch.Generator().manual_seed(int(torch.randint(2**62, (1,), generator=self.generator)))
-        stage = _ItemStage(self.dataset, self.after_item, self.split_idx)
+        stage = _ItemStage(self.dataset, self.after_item, self.split_idx, self.kinds)
         stage.generator = g
-        b = torch.utils.data.default_collate([stage[i] for i in idxs])
+        b = stage.collate(stage.__getitems__(idxs))
         return self.after_batch_stage(to_device(tuple(b), self.device), self._batch_generator())
 
     def one_batch(self):
