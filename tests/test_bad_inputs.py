@@ -719,3 +719,25 @@ def test_mismatched_sizes_error_names_the_shapes_the_items_and_resize(colour_fol
         msg = str(e.value)
         assert 'element 0 (image) has ' in msg and 'item_tfms=Resize(' in msg, msg
         assert re.search(r"\(3, 3\d, 40\) in \d samples?, e\.g\. \S+/(red|blue)/\1_\d\.jpg", msg), msg
+
+
+@pytest.mark.filterwarnings('ignore::PIL.Image.DecompressionBombWarning')   # the folder's other images, over half the limit
+def test_image_over_pils_pixel_limit_says_so_and_a_drafted_jpeg_still_loads(colour_folder, tmp_path_factory, monkeypatch):
+    "PIL's decompression-bomb limit (lowered here to use a small file): the file, its size and the knob; not 'not an image'."
+    jpg, png = colour_folder/'red'/'panorama.jpg', tmp_path_factory.mktemp('other')/'panorama.png'
+    Image.new('RGB', (100, 100), (0, 0, 200)).save(jpg)
+    Image.new('RGB', (100, 100), (0, 0, 200)).save(png)
+    from minifast.vision.core import load_image
+    unlimited = np.asarray(load_image(jpg, draft_size=16))
+    monkeypatch.setattr(Image, 'MAX_IMAGE_PIXELS', 1000)   # PIL now refuses more than 2000 pixels
+    for fn in (jpg, png):
+        with pytest.raises(ImageReadError) as e: load_image(fn)
+        msg = str(e.value)
+        assert str(fn) in msg and '100x100 = 10000 pixels' in msg and 'PIL.Image.MAX_IMAGE_PIXELS' in msg, msg
+        assert 'not an image' not in msg, msg
+    with pytest.raises(ImageReadError, match='even decoded at the reduced scale'): load_image(jpg, draft_size=40)  # 50x50
+    drafted = load_image(jpg, draft_size=16)   # decoded at 1/4 scale: 25x25 = 625 pixels, within the limit
+    assert drafted.size == (25, 25) and np.array_equal(np.asarray(drafted), unlimited)
+    dls = _dls(colour_folder)   # training with Resize(16) decodes drafted: the panorama is part of the data
+    assert any(o.name == 'panorama.jpg' for o in dls.train.items + dls.valid.items)
+    assert sum(len(b[0]) for dl in (dls.train, dls.valid) for b in dl) == len(dls.train) * 4 + dls.valid.n

@@ -8,6 +8,7 @@ __all__ = ['imagenet_stats', 'ImageReadError', 'load_image', 'PILImage', 'Tensor
 
 # %% ../../nbs/06_vision.core.ipynb #9ff9f993
 import math
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +19,7 @@ from ..data.transforms import Transform
 
 # %% ../../nbs/06_vision.core.ipynb #6773d07a
 class ImageReadError(OSError):
-    "An image file that exists but cannot be decoded (empty, truncated, or not an image)."
+    "An image file that exists but cannot be decoded (empty, truncated, not an image, or over PIL's pixel limit)."
 
 def _to_rgb(img: Image.Image) -> Image.Image:
     if img.mode == 'RGB': return img
@@ -32,21 +33,66 @@ def _to_rgb(img: Image.Image) -> Image.Image:
         return Image.alpha_composite(background, rgba).convert('RGB')
     return img.convert('RGB')
 
+def _over_limit(size) -> bool:
+    "Whether `size` (w, h) is over the pixel count PIL refuses to open (2 * `Image.MAX_IMAGE_PIXELS`; None: no limit)."
+    return Image.MAX_IMAGE_PIXELS is not None and size[0] * size[1] > 2 * Image.MAX_IMAGE_PIXELS
+
+def _drafted_jpeg(fn, size):
+    "The JPEG `fn` opened without PIL's open-time size check, set to decode at the reduced scale `size` allows; None if not a JPEG."
+    from PIL.JpegImagePlugin import JpegImageFile
+    try: img = JpegImageFile(fn)
+    except (SyntaxError, OSError): return None
+    img.draft('RGB', size)
+    return img
+
+def _open(fn, draft_size):
+    "`Image.open(fn)`; a JPEG over PIL's pixel limit is opened anyway when `draft_size` makes it decode within the limit."
+    try: return Image.open(fn)
+    except Image.DecompressionBombError:
+        img = _drafted_jpeg(fn, draft_size) if draft_size is not None else None
+        if img is None: raise
+        if _over_limit(img.size): img.close(); raise
+        return img
+
+def _declared(fn):
+    "The format and (w, h) that the header of `fn` declares, read without PIL's size check (for messages); None if unknown."
+    fmt = Image.registered_extensions().get(fn.suffix.lower())
+    if fmt not in Image.OPEN: return None
+    try:
+        with open(fn, 'rb') as f, Image.OPEN[fmt][0](f, str(fn)) as img: return img.format, img.size
+    except (OSError, SyntaxError, ValueError, IndexError, TypeError, struct.error): return None
+
+def _too_big_message(fn, e, draft_size) -> str:
+    "Why PIL refused `fn` (its `DecompressionBombError` `e`): the size, the limit and the knob."
+    declared = _declared(fn)
+    if declared is None: what = f"the image ({e})"
+    else:
+        fmt, (w, h) = declared
+        what = f"{w}x{h} = {w * h} pixels"
+        drafted = _drafted_jpeg(fn, draft_size) if draft_size is not None and fmt in ('JPEG', 'MPO') else None
+        if drafted is not None:
+            with drafted: rw, rh = drafted.size
+            what += f" ({rw}x{rh} = {rw * rh} even decoded at the reduced scale draft_size={draft_size} allows)"
+    return (f"Cannot read the image {fn}: {what} is more than PIL's safety limit against decompression bombs "
+            f"(2 * PIL.Image.MAX_IMAGE_PIXELS = {2 * Image.MAX_IMAGE_PIXELS} pixels). If you trust the file, raise "
+            f"PIL.Image.MAX_IMAGE_PIXELS (None removes the limit), or downscale the file.")
+
 def load_image(fn, draft_size=None) -> Image.Image:
     "Read the image file `fn` as an upright RGB PIL image; JPEGs are decoded at reduced scale when `draft_size` allows."
     fn = Path(fn)
+    if draft_size is not None: draft_size = (draft_size, draft_size) if isinstance(draft_size, int) else tuple(draft_size)
     try:
         if fn.stat().st_size == 0: raise ImageReadError(f"the file is empty (0 bytes)")
-        with Image.open(fn) as img:
-            if draft_size is not None and img.format == 'JPEG':
-                s = (draft_size, draft_size) if isinstance(draft_size, int) else tuple(draft_size)
-                img.draft('RGB', s)
+        with _open(fn, draft_size) as img:
+            if draft_size is not None and img.format == 'JPEG': img.draft('RGB', draft_size)
             img.load()
             img = ImageOps.exif_transpose(img)
             return _to_rgb(img)
     except FileNotFoundError:
         raise FileNotFoundError(f"Image file not found: {fn}. Was it moved or deleted after the list of files was made?") from None
-    except (ImageReadError, UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+    except Image.DecompressionBombError as e:
+        raise ImageReadError(_too_big_message(fn, e, draft_size)) from e
+    except (ImageReadError, UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise ImageReadError(f"Cannot read the image {fn}: {e}. It is empty, truncated or not an image: "
                              f"delete or replace it (or filter it out of get_items).") from e
 
