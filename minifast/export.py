@@ -81,7 +81,7 @@ def export_learner(learn, path, pickle_model=False):
     dsets = dl.dataset.dsets if hasattr(dl.dataset, 'dsets') else None
     if dsets is None: raise ValueError("export: the learner's DataLoaders have no Datasets to describe.")
     if learn.model_config is None and not pickle_model:
-        raise ValueError("export: this model was not built by vision_learner, so its architecture cannot be described as data. "
+        raise ValueError("export: this model was not built by vision_learner (or was cut with a function), so its architecture cannot be described as data. "
                          "Use learn.save() for the weights, or export(..., pickle_model=True) to pickle the model (loading it "
                          "then needs load_learner(..., allow_pickle=True)).")
     desc = {'format': _FORMAT, 'version': 1, 'model': learn.model_config, 'n_inp': dsets.n_inp, 'kinds': list(dsets.kinds),

@@ -94,3 +94,84 @@ def test_frozen_and_normalised_only_when_pretrained(dls):
     from minifast.vision.models.efficientnet_lite import lite0_state_dict
     w = lite0_state_dict()['_conv_stem.weight']
     assert torch.equal(pre.model[0][0][0].weight, w) and not torch.equal(scratch.model[0][0][0].weight, w)
+
+
+def _output_of(module, model, x):
+    "What `module` (a part of `model`) outputs when `model(x)` runs."
+    seen = {}
+    hook = module.register_forward_hook(lambda m, inp, out: seen.update(out=out))
+    try:
+        with torch.no_grad(): model(x)
+    finally: hook.remove()
+    return seen['out']
+
+
+@pytest.mark.parametrize('cut,block,nf', [(1, None, 32), (2, 0, 16), (3, 2, 24), (5, 7, 80), (-1, 15, 320)])
+def test_lite0_int_cut_counts_body_stages_and_keeps_the_intermediate_features(cut, block, nf):
+    from minifast.vision.models.efficientnet_lite import efficientnet_lite0 as lite0_model
+    full = lite0_model(pretrained=True).eval()
+    model = create_vision_model(efficientnet_lite0, 10, pretrained=True, cut=cut).eval()
+    body = model[0]
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad(): out = body(x)
+    if block is None: expected = torch.nn.functional.relu6(_output_of(full._bn0, full, x))  # the stem, ReLU6 included
+    else: expected = _output_of(full._blocks[block], full, x)   # the last block of the last stage kept
+    assert out.shape[1] == nf
+    torch.testing.assert_close(out, expected)
+    with torch.no_grad(): assert model(x).shape == (2, 10)
+
+
+@pytest.mark.parametrize('cut,layer', [(5, 'layer1'), (6, 'layer2'), (-1, 'layer3'), (8, 'layer4')])
+def test_resnet_int_cut_matches_the_full_models_layers(cut, layer):
+    import torchvision
+    full = torchvision.models.resnet18(weights=None).eval()
+    body = resnet18.body(full, cut)
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad(): torch.testing.assert_close(body(x), _output_of(getattr(full, layer), full, x))
+    model = create_vision_model(resnet18, 7, pretrained=False, cut=cut).eval()
+    with torch.no_grad(): assert model(x).shape == (2, 7)
+
+
+def test_function_cut_gets_the_full_model():
+    from minifast.vision.models.efficientnet_lite import EfficientNetLite0
+    got = []
+    def cut(m):
+        got.append(m)
+        return torch.nn.Sequential(m._conv_stem, m._bn0)
+    model = create_vision_model(efficientnet_lite0, 4, pretrained=False, cut=cut)
+    assert isinstance(got[0], EfficientNetLite0) and model[0][0] is got[0]._conv_stem
+    assert model[1][4].in_features == 2 * 32
+    with pytest.raises(TypeError, match='must return the body'):
+        create_vision_model(efficientnet_lite0, 4, pretrained=False, cut=lambda m: 3)
+
+
+@pytest.mark.parametrize('cut', [0, 10, -9, 2.5, True])
+def test_bad_cut_names_the_stages(cut):
+    error = ValueError if isinstance(cut, int) and not isinstance(cut, bool) else TypeError
+    with pytest.raises(error, match=f"cut={cut}"):
+        create_vision_model(efficientnet_lite0, 4, pretrained=False, cut=cut)
+    if error is ValueError:
+        with pytest.raises(ValueError, match=r'9 stages \(stem, stage1, .*, head\)'):
+            create_vision_model(efficientnet_lite0, 4, pretrained=False, cut=cut)
+
+
+def test_cut_learner_has_three_non_empty_groups_and_exports(dls, tmp_path):
+    from minifast.export import load_learner
+    learn = vision_learner(dls, efficientnet_lite0, cut=5, path=tmp_path)
+    groups = learn.splitter(learn.model)
+    assert len(groups) == 3 and all(groups), "a body cut before split_at is split half-way, no empty group"
+    assert [id(p) for p in groups[0]] == [id(p) for p in learn.model[0][:2].parameters()]
+    assert learn.opt.frozen_idx == 2
+    with learn.no_bar(): learn.fit(1)
+    learn.export('cut.pkl')
+    loaded = load_learner(tmp_path/'cut.pkl')
+    assert len(loaded.model[0]) == 5
+    x, _ = learn.dls.valid.one_batch()
+    learn.model.eval()
+    with torch.no_grad(): torch.testing.assert_close(loaded.model(x), learn.model(x))
+
+
+def test_function_cut_learner_has_body_and_head_groups_and_needs_pickle_to_export(dls, tmp_path):
+    learn = vision_learner(dls, efficientnet_lite0, cut=lambda m: m._conv_stem, path=tmp_path)
+    assert len(learn.opt.hypers) == 2 and learn.model_config is None
+    with pytest.raises(ValueError, match='cut with a function'): learn.export('f.pkl')

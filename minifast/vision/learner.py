@@ -38,8 +38,26 @@ class Arch:
         elif pretrained: model.load_state_dict(_torchvision_state_dict(self.name, progress))
         return model
 
-    def body(self, model) -> nn.Sequential:
-        "The layers before the pooling layer, as a flat `nn.Sequential` sharing the model's modules."
+    def body(self, model, cut=None) -> nn.Module:
+        """The layers of `model` before its pooling layer, as an `nn.Sequential` of stages sharing the model's modules.
+        An int `cut` keeps the first `cut` stages (`body[:cut]`, negative drops from the end); a function `cut` is
+        called with the full `model` and returns the body itself."""
+        if callable(cut):
+            body = cut(model)
+            if not isinstance(body, nn.Module):
+                raise TypeError(f"cut={cut!r} returned a {type(body).__name__}; it must return the body as an nn.Module.")
+            return body
+        body = self._full_body(model)
+        if cut is None: return body
+        if isinstance(cut, bool) or not isinstance(cut, int):
+            raise TypeError(f"cut={cut!r}: pass an int (how many stages of the body to keep) or a function of the model.")
+        n = len(body)
+        if not (1 <= cut <= n or -n < cut <= -1):
+            raise ValueError(f"cut={cut}: the body of {self.name} has {n} stages ({', '.join(body._modules)}); "
+                             f"pass 1..{n} to keep the first ones, -1..-{n - 1} to drop the last ones.")
+        return body[:cut]
+
+    def _full_body(self, model) -> nn.Sequential:
         if self.source == 'lite0':
             from minifast.vision.models.efficientnet_lite import lite0_body
             return lite0_body(model)
@@ -125,10 +143,11 @@ def num_features(body) -> int:
 # %% ../../nbs/21_vision.learner.ipynb #ed4bac09
 def create_vision_model(arch, n_out, pretrained=True, weights_path=None, cut=None, lin_ftrs=None, ps=0.5,
                         concat_pool=True, first_bn=True, bn_final=False, y_range=None):
-    "`nn.Sequential(body, head)`: the body of `arch` (pretrained if asked), cut before pooling, and a new head with `n_out` outputs."
+    """`nn.Sequential(body, head)`: the body of `arch` (pretrained if asked), cut before pooling, and a new head with `n_out`
+    outputs. `cut` as in `Arch.body`: an int keeps the body's first `cut` stages, a function gets the full model."""
     arch = get_arch(arch)
     full = arch(pretrained=pretrained, weights_path=weights_path)
-    body = arch.body(full) if cut is None else nn.Sequential(*list(full.children())[:cut])
+    body = arch.body(full, cut)
     head = create_head(num_features(body), n_out, lin_ftrs=lin_ftrs, ps=ps, concat_pool=concat_pool,
                        first_bn=first_bn, bn_final=bn_final, y_range=y_range)
     return nn.Sequential(body, head)
@@ -137,6 +156,13 @@ def vision_splitter(model, split_at):
     "Three layer groups of `nn.Sequential(body, head)`: `body[:split_at]`, `body[split_at:]`, the head."
     body, head = model[0], model[1]
     return [list(body[:split_at].parameters()), list(body[split_at:].parameters()), list(head.parameters())]
+
+def _default_splitter(body, split_at):
+    "`vision_splitter` at the arch's `split_at`, or half-way down a body cut shorter than that; body and head for a body that is not a sequence of stages."
+    if not isinstance(body, nn.Sequential) or len(body) < 2:
+        return lambda m: [list(m[0].parameters()), list(m[1].parameters())]
+    if len(body) <= split_at: split_at = len(body) // 2
+    return lambda m: vision_splitter(m, split_at)
 
 def _with_normalize(dls, stats) -> DataLoaders:
     "A copy of `dls` whose image batch transforms end with `Normalize(stats)` (if they have no Normalize yet)."
@@ -160,12 +186,12 @@ def vision_learner(dls, arch, normalize=True, n_out=None, pretrained=True, weigh
     head_kw = dict(lin_ftrs=lin_ftrs, ps=ps, concat_pool=concat_pool, first_bn=first_bn, bn_final=bn_final, y_range=y_range)
     model = create_vision_model(arch, n_out, pretrained=pretrained, weights_path=weights_path, cut=cut, **head_kw)
     if normalize and pretrained: dls = _with_normalize(dls, arch.stats)
-    split_at = arch.split_at
     learn = Learner(dls, model, loss_func=loss_func, opt_func=opt_func, lr=lr,
-                    splitter=splitter or (lambda m: vision_splitter(m, split_at)), cbs=cbs, metrics=metrics, path=path,
+                    splitter=splitter or _default_splitter(model[0], arch.split_at), cbs=cbs, metrics=metrics, path=path,
                     model_dir=model_dir, wd=wd, wd_bn_bias=wd_bn_bias, train_bn=train_bn, moms=moms)
-    learn.model_config = {'builder': 'vision', 'arch': arch.name, 'n_out': n_out, 'cut': cut, **head_kw,
-                          'y_range': list(y_range) if y_range is not None else None}
+    if not callable(cut):  # a function cannot be written to an export file as data
+        learn.model_config = {'builder': 'vision', 'arch': arch.name, 'n_out': n_out, 'cut': cut, **head_kw,
+                              'y_range': list(y_range) if y_range is not None else None}
     if pretrained: learn.freeze()
     return learn
 
