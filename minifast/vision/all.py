@@ -14,6 +14,7 @@ import minifast.data.external as _data_external
 import minifast.data.toy_pets as _data_toy_pets
 import minifast.vision.core as _vision_core
 import minifast.vision.augment as _vision_augment
+import minifast.vision.augment_batch as _vision_augment_batch
 import minifast.vision.data as _vision_data
 import minifast.losses as _losses
 import minifast.metrics as _metrics
@@ -30,7 +31,7 @@ import minifast.callback.tta as _callback_tta
 import minifast.callback.misc as _callback_misc
 import minifast.callback.tracker as _callback_tracker
 
-_modules = [_core, _data_transforms, _data_core, _data_block, _data_external, _data_toy_pets, _vision_core, _vision_augment, _vision_data, _losses, _metrics, _optimizer, _callback_core, _callback_progress, _callback_schedule, _callback_fp16, _learner, _export, _vision_learner, _interpret, _callback_tracker, _callback_misc, _callback_tta]
+_modules = [_core, _data_transforms, _data_core, _data_block, _data_external, _data_toy_pets, _vision_core, _vision_augment, _vision_augment_batch, _vision_data, _losses, _metrics, _optimizer, _callback_core, _callback_progress, _callback_schedule, _callback_fp16, _learner, _export, _vision_learner, _interpret, _callback_tracker, _callback_misc, _callback_tta]
 
 from ..core import *
 from ..data.transforms import *
@@ -40,6 +41,7 @@ from ..data.external import *
 from ..data.toy_pets import *
 from .core import *
 from .augment import *
+from .augment_batch import *
 from .data import *
 from ..losses import *
 from ..metrics import *
@@ -55,5 +57,10 @@ from ..interpret import *
 from ..callback.tta import *
 from ..callback.misc import *
 from ..callback.tracker import *
+# The model module's own `efficientnet_lite0` is the function that builds the network; here that name is the `Arch`
+# of vision.learner (for vision_learner), so the module's names come one by one.
+from .models.efficientnet_lite import (
+    EfficientNetLite0, LITE0_STATS, lite0_body, lite0_split, lite0_state_dict, lite0_weights_path)
+_lite0_names = ['EfficientNetLite0', 'LITE0_STATS', 'lite0_body', 'lite0_split', 'lite0_state_dict', 'lite0_weights_path']
 
-__all__ = sorted({name for m in _modules for name in m.__all__})
+__all__ = sorted({name for m in _modules for name in m.__all__} | set(_lite0_names))
