@@ -364,7 +364,8 @@ class Learner:
         return self.opt
 
     def fit(self, n_epoch, lr=None, wd=None, cbs=None, reset_opt=False, start_epoch=0):
-        "Train for `n_epoch` epochs at learning rate `lr` (a float, or a `slice` for discriminative rates)."
+        """Train for `n_epoch` epochs at learning rate `lr` (a float, or a `slice` for discriminative rates).
+        Returns None, as in fastai (so a notebook cell ending with it shows the results table only); the history is in `recorder`."""
         if n_epoch < 0: raise ValueError(f"fit: n_epoch={n_epoch} must be >= 0.")
         with self.added_cbs(cbs):
             if reset_opt or self.opt is None: self.create_opt()
@@ -375,7 +376,6 @@ class Learner:
             self.opt.zero_grad()  # a fit interrupted between backward and step must not leak its gradients
             try: self._with_events(self._do_fit, 'fit', CancelFitException)
             finally: self.exception = None
-        return self
 
     # ---- schedules, freezing ----------------------------------------------------------------------
     def fit_one_cycle(self, n_epoch, lr_max=None, div=25., div_final=1e5, pct_start=0.25, wd=None, moms=None, cbs=None,
@@ -385,7 +385,7 @@ class Learner:
         if reset_opt or self.opt is None: self.create_opt()
         lr_max = lr_range(self.lr if lr_max is None else lr_max, len(self.opt.hypers))
         scheds = one_cycle_scheds(lr_max, div=div, div_final=div_final, pct_start=pct_start, moms=moms or self.moms)
-        return self.fit(n_epoch, lr=lr_max / div, wd=wd, cbs=[ParamScheduler(scheds)] + listify(cbs), start_epoch=start_epoch)
+        self.fit(n_epoch, lr=lr_max / div, wd=wd, cbs=[ParamScheduler(scheds)] + listify(cbs), start_epoch=start_epoch)
 
     def fit_flat_cos(self, n_epoch, lr=None, div_final=1e5, pct_start=0.75, wd=None, cbs=None, reset_opt=False, start_epoch=0):
         "Train at a flat learning rate `lr`, then anneal it with a cosine over the last `1 - pct_start` of the iterations."
@@ -393,7 +393,7 @@ class Learner:
         if reset_opt or self.opt is None: self.create_opt()
         lr = lr_range(self.lr if lr is None else lr, len(self.opt.hypers))
         scheds = flat_cos_scheds(lr, pct_start=pct_start, div_final=div_final)
-        return self.fit(n_epoch, lr=lr, wd=wd, cbs=[ParamScheduler(scheds)] + listify(cbs), start_epoch=start_epoch)
+        self.fit(n_epoch, lr=lr, wd=wd, cbs=[ParamScheduler(scheds)] + listify(cbs), start_epoch=start_epoch)
 
     def fine_tune(self, epochs, base_lr=2e-3, freeze_epochs=1, lr_mult=100, pct_start=0.3, div=5., **kwargs):
         "Transfer learning: `freeze_epochs` with only the head training, then `epochs` with everything, the body at lower rates."
@@ -409,7 +409,7 @@ class Learner:
         self.fit_one_cycle(freeze_epochs, slice(base_lr), pct_start=0.99, **kwargs)
         base_lr /= 2
         self.unfreeze()
-        return self.fit_one_cycle(epochs, slice(base_lr / lr_mult, base_lr), pct_start=pct_start, div=div, **kwargs)
+        self.fit_one_cycle(epochs, slice(base_lr / lr_mult, base_lr), pct_start=pct_start, div=div, **kwargs)
 
     def lr_find(self, start_lr=1e-7, end_lr=10, num_it=100, stop_div=True, show_plot=True, suggest_funcs=(valley,)):
         """Train a few batches with an exponentially growing learning rate, record the loss, restore the model and

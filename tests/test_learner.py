@@ -50,6 +50,15 @@ def test_fit_learns_and_records(synth_dls):
     assert rec.values[-1][1] < rec.values[0][1] * 1.5
 
 
+@pytest.mark.parametrize('method,args', [('fit', (1, 1e-2)), ('fit_one_cycle', (1, 1e-2)), ('fit_flat_cos', (1, 1e-2)),
+                                         ('fine_tune', (1,))])
+def test_training_methods_return_none_like_fastai(synth_dls, method, args):
+    "A notebook cell ending with `learn.fit(...)` shows the results table, not `Learner(model=...)`."
+    learn = Learner(synth_dls, make_mlp(), metrics=accuracy)
+    with learn.no_bar(): assert getattr(learn, method)(*args) is None
+    assert len(learn.recorder.values) == 1
+
+
 def test_recorder_debiased_smoothing(synth_dls):
     learn = Learner(synth_dls, make_mlp())
     seen = []
