@@ -128,9 +128,8 @@ class Lib:
         return BenchTimer()
 
     def error_rate(self, learn):
-        "Error rate on the validation set, from `get_preds` (same call in both; minifast has no `validate`)."
-        with learn.no_bar(): preds, targs = learn.get_preds()
-        return float((preds.argmax(1) != targs).float().mean())
+        "Error rate on the validation set, from `validate()` (the same call in both: `[valid_loss, error_rate]`)."
+        with learn.no_bar(): return float(learn.validate()[1])
 
 
 def job_import(lib, c, out): pass  # the import is timed for every child
@@ -186,7 +185,7 @@ def job_fine_tune(lib, c, out):
             learn.fine_tune(c['ft_epochs'])
             lib.sync()
             out['fine_tune_s'] = time.perf_counter() - t
-        learn.remove_cb(timer)  # fastai's get_preds sends before_epoch/after_epoch too
+        learn.remove_cb(timer)  # it times the training epochs only
         out['error_rate'] = lib.error_rate(learn)
     epochs, trains = [s for e, s in log if e == 'epoch'], [s for e, s in log if e == 'train']
     n_train = len(dls.train) * c['bs']  # both drop the last partial training batch

@@ -206,6 +206,22 @@ class _GatherPreds(Callback):
         if self.learn.yb: self.targs.append(tuple(y.detach() for y in self.learn.yb))
         if self.with_input: self.inputs.append(tuple(x.detach() for x in self.learn.xb))
 
+class _ValidStats(Callback):
+    "The loss (averaged over items, like the Recorder's valid_loss) and metrics of a validation pass (used by `validate`)."
+    order, run_train = 90, False
+    def __init__(self, metrics): self.metrics, self.loss_sum, self.n = metrics, None, 0
+    def before_validate(self):
+        self.loss_sum, self.n = None, 0
+        for m in self.metrics: m.reset()
+    def after_batch(self):
+        learn = self.learn
+        if learn.loss is None or not learn.yb: return  # no targets, or a batch cancelled before its loss
+        bs = len(learn.yb[0])
+        loss = learn.loss.detach().float() * bs  # stays on the device: one sync at the end
+        self.loss_sum = loss if self.loss_sum is None else self.loss_sum + loss
+        self.n += bs
+        for m in self.metrics: m.accumulate(learn.pred, *learn.yb)
+
 class Learner:
     "A model, its `DataLoaders`, a loss, an optimiser and callbacks: trains with `fit`, predicts with `get_preds` and `predict`."
     def __init__(self, dls, model, loss_func=None, opt_func=Adam, lr=1e-3, splitter=trainable_params, cbs=None,
@@ -512,6 +528,19 @@ class Learner:
             inputs = [torch.cat(t) for t in zip(*gather.inputs)]
             res.insert(0, inputs[0] if len(inputs) == 1 else inputs)
         return tuple(res)
+
+    def validate(self, ds_idx=1, dl=None, cbs=None):
+        """`[valid_loss, *metrics]` (floats) on `dl` (default: `self.dls[ds_idx]`), without training, as in fastai.
+        The loss is the mean over items, as the results table's valid_loss; the recorder's history is not changed."""
+        if dl is None: dl = self.dls[ds_idx]
+        stats = _ValidStats([as_metric(m) for m in self.metrics])
+        with self.added_cbs(listify(cbs) + [stats]), self.no_results_table():
+            try: self._do_epoch_validate(dl=dl)
+            finally: self.exception = None
+        if not stats.n:
+            raise ValueError("validate: the data loader gave no batch with targets to compute the loss on; "
+                             "for a loader without labels (test_dl of unlabelled items) use get_preds.")
+        return [float(stats.loss_sum / stats.n)] + [float(m.value) for m in stats.metrics]
 
     def tta(self, ds_idx=1, dl=None, n=4, beta=0.25, use_max=False):
         "Test-time augmentation: predictions averaged over `n` augmented passes, mixed with the plain one (`beta`)."

@@ -491,3 +491,51 @@ def test_get_preds_outputs_in_order(synth_dls):
     torch.testing.assert_close(losses, F.cross_entropy(logits, targs, reduction='none'))
     raw, _ = learn.get_preds(act=lambda x: x)
     torch.testing.assert_close(raw, logits)
+
+
+def test_validate_matches_get_preds_with_the_loss_and_metrics_by_hand(synth_dls):
+    from minifast.metrics import F1Score
+    learn = Learner(synth_dls, make_mlp(), metrics=[accuracy, F1Score()], lr=1e-2)
+    with learn.no_bar(): learn.fit(2)
+    history, smoothed, lrs = [list(v) for v in learn.recorder.values], learn.recorder.losses, list(learn.recorder.lrs)
+    weights = _state(learn.model)
+    with learn.no_bar(): res = learn.validate()
+    assert isinstance(res, list) and len(res) == 3 and all(isinstance(v, float) for v in res)
+    np.testing.assert_allclose(res, learn.recorder.values[-1][1:4], rtol=1e-5)   # the last row of the table
+    logits, targs = learn.get_preds(act=lambda x: x)
+    pred = logits.argmax(1)
+    tp, fp, fn = [int(((pred == a) & (targs == b)).sum()) for a, b in ((1, 1), (1, 0), (0, 1))]
+    expected = [float(F.cross_entropy(logits, targs)), float((pred == targs).float().mean()), 2 * tp / (2 * tp + fp + fn)]
+    np.testing.assert_allclose(res, expected, rtol=1e-5)
+    assert learn.recorder.values == history and learn.recorder.losses == smoothed and learn.recorder.lrs == lrs
+    assert _same(weights, _state(learn.model)) and not learn.model.training
+
+
+def test_validate_on_a_given_loader_weights_the_loss_by_batch_size(synth_dls):
+    learn = Learner(synth_dls, make_mlp(), metrics=accuracy)
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.randn(13, 2, generator=g), torch.randint(0, 2, (13,), generator=g)
+    batches = [(x[:10], y[:10]), (x[10:], y[10:])]   # unequal batches: the mean is over items, not batches
+    with learn.no_bar(): loss, acc = learn.validate(dl=batches)
+    learn.model.eval()
+    with torch.no_grad(): logits = learn.model(x)
+    assert loss == pytest.approx(float(F.cross_entropy(logits, y)), rel=1e-5)
+    assert acc == pytest.approx(float((logits.argmax(1) == y).float().mean()), rel=1e-6)
+    assert learn.recorder.values == [], "no fit: still no history"
+
+
+def test_validate_ds_idx_and_cbs(synth_dls):
+    class Seen(Callback):
+        def before_validate(self): self.dl, self.n = self.learn.dl, 0
+        def after_batch(self): self.n += 1
+    learn = Learner(synth_dls, make_mlp())
+    seen = Seen()
+    with learn.no_bar(): res = learn.validate(ds_idx=0, cbs=seen)
+    assert seen.dl is synth_dls.train and seen.n == len(synth_dls.train) and len(res) == 1
+    assert seen not in learn.cbs, "callbacks given to validate are removed after it"
+
+
+def test_validate_without_targets_says_to_use_get_preds(synth_dls):
+    learn = Learner(synth_dls, make_mlp())
+    with pytest.raises(ValueError, match='get_preds'):
+        with learn.no_bar(): learn.validate(dl=[(torch.randn(4, 2),)])
