@@ -80,6 +80,8 @@ def _short(o):
     return f"{o:.3g}" if isinstance(o, float) else str(o)
 
 # %% ../nbs/22_interpret.ipynb #9456bd98
+_REPORT_COLUMNS = ('precision', 'recall', 'f1-score', 'support')
+
 class ClassificationInterpretation(Interpretation):
     "Interpretation of a single-label classifier: confusion matrix, most confused pairs, top losses, per-class report."
     def __init__(self, preds, targs, losses, decoded=None, dl=None, vocab=None):
@@ -148,12 +150,11 @@ class ClassificationInterpretation(Interpretation):
         fig.tight_layout()
         return fig
 
-    def classification_report(self):
-        "A DataFrame with precision, recall, F1 and support per class, then accuracy and the macro and weighted averages."
-        import pandas as pd
+    def _report_rows(self) -> dict:
+        "`{row name: [precision, recall, f1-score, support]}`: the classes, then accuracy (NaN but f1 and support), macro and weighted averages."
         cm = self.confusion_matrix().double()
         tp, n_pred, support = cm.diagonal(), cm.sum(0), cm.sum(1)
-        div = lambda a, b: torch.where(b > 0, a / b.clamp(min=1), 0.)  # undefined counts as 0, as in scikit-learn
+        div = lambda a, b: torch.where(b > 0, a / torch.where(b > 0, b, 1.), 0.)  # undefined counts as 0, as in scikit-learn
         precision, recall = div(tp, n_pred), div(tp, support)
         f1 = div(2 * precision * recall, precision + recall)
         n = support.sum()
@@ -162,8 +163,29 @@ class ClassificationInterpretation(Interpretation):
         rows['accuracy'] = [math.nan, math.nan, float(tp.sum() / n) if n else 0., int(n)]
         rows['macro avg'] = [float(x.mean()) for x in (precision, recall, f1)] + [int(n)]
         rows['weighted avg'] = [float((x * support).sum() / n) if n else 0. for x in (precision, recall, f1)] + [int(n)]
-        return pd.DataFrame.from_dict(rows, orient='index', columns=['precision', 'recall', 'f1-score', 'support'])
+        return rows
+
+    def classification_report(self, output_dict=False):
+        """Precision, recall, F1 and support per class, then accuracy and the macro and weighted averages: a pandas
+        DataFrame, or with `output_dict` scikit-learn's dict (`{'cat': {'precision': ...}, ..., 'accuracy': 0.9, ...}`), which needs no pandas."""
+        rows = self._report_rows()
+        if output_dict:
+            return {k: v[2] if k == 'accuracy' else dict(zip(_REPORT_COLUMNS, v)) for k, v in rows.items()}
+        try: import pandas as pd
+        except ImportError as e:
+            raise ImportError("classification_report() returns a pandas DataFrame, and pandas (an optional dependency of "
+                              "minifast) is not installed: pip install pandas, or pip install 'minifast[pandas]'. Without "
+                              "it, print_classification_report() prints the same table and classification_report("
+                              "output_dict=True) returns it as a dict.") from e
+        return pd.DataFrame.from_dict(rows, orient='index', columns=list(_REPORT_COLUMNS))
 
     def print_classification_report(self):
-        "Print `classification_report()` as text."
-        print(self.classification_report().to_string(float_format=lambda x: f"{x:.2f}", na_rep=''))
+        "Print the classification report as a text table (needs no pandas)."
+        rows = self._report_rows()
+        cells = [['' if isinstance(v, float) and math.isnan(v) else f"{v:.2f}" if isinstance(v, float) else str(v)
+                  for v in values] for values in rows.values()]
+        first = max(len(name) for name in rows)
+        widths = [max(len(c), *(len(r[j]) for r in cells)) for j, c in enumerate(_REPORT_COLUMNS)]
+        lines = [' ' * first + ''.join('  ' + c.rjust(w) for c, w in zip(_REPORT_COLUMNS, widths))]
+        lines += [name.ljust(first) + ''.join('  ' + v.rjust(w) for v, w in zip(r, widths)) for name, r in zip(rows, cells)]
+        print('\n'.join(lines))

@@ -46,8 +46,12 @@ class CSVLogger(Callback):
 
     def read_log(self):
         "The logged history as a pandas DataFrame."
-        import pandas as pd
         if self.path is None: raise ValueError("CSVLogger.read_log: nothing was logged yet; train with this callback first.")
+        try: import pandas as pd
+        except ImportError as e:
+            raise ImportError(f"CSVLogger.read_log() returns a pandas DataFrame, and pandas (an optional dependency of "
+                              f"minifast) is not installed: pip install pandas, or pip install 'minifast[pandas]'. Without "
+                              f"it, read the log with the csv module: csv.DictReader(open({str(self.path)!r})).") from e
         return pd.read_csv(self.path)
 
 # %% ../../nbs/19a_callback.misc.ipynb #52ec7ced

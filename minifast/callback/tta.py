@@ -97,8 +97,12 @@ def _metric_value(m, preds, targs):
     return m.name, float(m.value)
 
 def ensemble_preds(learners, ds_idx=1, dl=None, metrics=None, names=None, use_tta=False, **tta_kwargs):
-    "Average the probabilities of `learners` over the same data: `(preds, targs, table)`, the table holding each member's and the ensemble's `metrics`."
-    import pandas as pd
+    "Average the probabilities of `learners` over the same data: `(preds, targs, table)`, the table (a pandas DataFrame) holding each member's and the ensemble's `metrics`."
+    try: import pandas as pd
+    except ImportError as e:
+        raise ImportError("ensemble_preds returns its table of metrics as a pandas DataFrame, and pandas (an optional "
+                          "dependency of minifast) is not installed: pip install pandas, or pip install 'minifast[pandas]'. "
+                          "Without it, average the learners' get_preds()[0] yourself.") from e
     learners = listify(learners)
     if not learners: raise ValueError("ensemble_preds: pass at least one Learner.")
     metrics = listify(metrics) or listify(learners[0].metrics)
