@@ -8,6 +8,7 @@ __all__ = ['Datasets', 'DatasetSubset', 'default_num_workers', 'DataLoader', 'Da
 # %% ../../nbs/02_data.core.ipynb #51e23ad8
 import os
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader as TorchDataLoader
 from fastcore.foundation import L
@@ -155,6 +156,31 @@ class _Samples(list):
         super().__init__(samples)
         self.idxs = list(idxs)
 
+_NUMPY_DTYPES = {torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64, torch.float16, torch.float32, torch.float64, torch.bool}
+
+def _numpy_stackable(ts) -> bool:
+    "Whether `ts` are plain, contiguous CPU tensors of one shape and a dtype numpy has: then `torch.stack(ts)` is one numpy copy."
+    t0 = ts[0]
+    if t0.dtype not in _NUMPY_DTYPES: return False
+    shape, dtype = t0.shape, t0.dtype
+    return all(type(t) is torch.Tensor and t.device.type == 'cpu' and t.layout == torch.strided and t.shape == shape
+               and t.dtype == dtype and t.is_contiguous() and not t.requires_grad and not t.is_neg() for t in ts)
+
+def _numpy_stack(ts):
+    "`torch.stack(ts)` done by numpy, on one thread, into a tensor torch allocates."
+    out = torch.empty((len(ts), *ts[0].shape), dtype=ts[0].dtype)
+    np.stack([t.numpy() for t in ts], out=out.numpy())
+    return out
+
+def _collate(samples):
+    "`default_collate(samples)`; in the main process, tensors that stack plainly are stacked with numpy instead of torch's thread pool."
+    if torch.utils.data.get_worker_info() is not None or not samples or type(samples[0]) is not tuple:
+        return torch.utils.data.default_collate(samples)   # a worker: one torch thread, and the batch goes to shared memory
+    n = len(samples[0])
+    if any(type(s) is not tuple or len(s) != n for s in samples): return torch.utils.data.default_collate(samples)
+    return [_numpy_stack(col) if isinstance(col[0], torch.Tensor) and _numpy_stackable(col) else torch.utils.data.default_collate(col)
+            for col in zip(*samples)]   # a list of the columns (tuples), as in default_collate
+
 class _ItemStage(torch.utils.data.Dataset):
     "The dataset the torch loader sees: a sample from `dataset`, then the item pipelines, with a private generator."
     def __init__(self, dataset, after_item, split_idx, kinds=None):
@@ -178,8 +204,8 @@ class _ItemStage(torch.utils.data.Dataset):
         return ds.items[i] if isinstance(ds, Datasets) else None
 
     def collate(self, samples):
-        "torch's `default_collate`; when the samples' shapes differ, an error that names them and the fix (in workers too)."
-        try: return torch.utils.data.default_collate(samples)
+        "torch's `default_collate` (see `_collate`); when the samples' shapes differ, an error that names them and the fix (in workers too)."
+        try: return _collate(samples)
         except RuntimeError as e:
             idxs = getattr(samples, 'idxs', None)
             msg = _shape_mismatch(samples, [self._item(i) for i in idxs] if idxs is not None else None, self.kinds)
