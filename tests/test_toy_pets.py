@@ -87,7 +87,7 @@ def _stamp(root):
 
 def test_default_dest_is_reused_without_drawing(home, monkeypatch):
     root = toy_pets(n_per_breed=2)
-    assert root == minifast_home()/'data'/'toy_pets' == home/'data'/'toy_pets'
+    assert root == minifast_home()/'data'/'toy_pets_n2' == home/'data'/'toy_pets_n2'
     before = _stamp(root)
     def boom(*args, **kwargs): raise AssertionError('a complete folder must not be drawn again')
     monkeypatch.setattr(tp, 'draw_toy_pet', boom)
@@ -95,6 +95,47 @@ def test_default_dest_is_reused_without_drawing(home, monkeypatch):
     assert _stamp(root) == before
     marker = json.loads((root/'toy_pets.json').read_text())
     assert marker['seed'] == 42 and marker['n_per_breed'] == 2 and marker['n_files'] == 74
+
+
+def _plain_pet(breed, n, seed):
+    "A stand-in for draw_toy_pet that is quick to draw and says what it was asked for."
+    return Image.new('RGB', (8, 8), (PET_BREEDS.index(breed), n % 256, seed % 256))
+
+def test_default_parameters_keep_the_default_folder(home, monkeypatch):
+    "The README, the demo and the benchmarks rely on toy_pets() being minifast_home()/'data'/'toy_pets'."
+    monkeypatch.setattr(tp, 'draw_toy_pet', _plain_pet)   # 1,480 real images take several seconds
+    root = toy_pets()
+    assert root == toy_pets(n_per_breed=40, seed=42) == home/'data'/'toy_pets'
+    assert len(_files(root)) == 37*40 and json.loads((root/'toy_pets.json').read_text())['n_per_breed'] == 40
+
+
+def test_different_sizes_and_seeds_get_their_own_folders_and_coexist(home, monkeypatch):
+    "Notebooks run in parallel with different sizes must not replace each other's folder (files vanishing mid-read)."
+    small = toy_pets(n_per_breed=1)
+    before = _stamp(small)
+    monkeypatch.setattr(tp, 'draw_toy_pet', _plain_pet)
+    big, other_seed, default = toy_pets(n_per_breed=3), toy_pets(n_per_breed=1, seed=7), toy_pets()
+    assert (small.name, big.name, other_seed.name, default.name) == ('toy_pets_n1', 'toy_pets_n3', 'toy_pets_n1_seed7', 'toy_pets')
+    assert len({small, big, other_seed, default}) == 4 and all(p.parent == home/'data' for p in (small, big, other_seed, default))
+    assert _stamp(small) == before   # untouched by the others
+    assert [len(_files(p)) for p in (small, big, other_seed, default)] == [37, 111, 37, 1480]
+    assert toy_pets(n_per_breed=1) == small and _stamp(small) == before   # still complete: reused, not drawn again
+    assert sorted(p.name for p in (home/'data').iterdir()) == ['toy_pets', 'toy_pets_n1', 'toy_pets_n1_seed7', 'toy_pets_n3']
+
+
+def test_a_folder_another_process_finished_meanwhile_is_kept(tmp_path, monkeypatch):
+    "Two processes drawing the same folder: the one finishing second keeps the first one's folder (a reader may be in it)."
+    root = tmp_path/'pets'
+    real_draw_all = tp._draw_all
+    def draw_all_while_another_finishes(folder, n_per_breed, seed):
+        real_draw_all(folder, n_per_breed, seed)
+        monkeypatch.setattr(tp, '_draw_all', real_draw_all)
+        toy_pets(root, n_per_breed=n_per_breed, seed=seed)   # the other process, faster
+        draw_all_while_another_finishes.first = _stamp(root)
+    monkeypatch.setattr(tp, '_draw_all', draw_all_while_another_finishes)
+    assert toy_pets(root, n_per_breed=1) == root
+    assert _stamp(root) == draw_all_while_another_finishes.first and len(_files(root)) == 37
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['pets']  # our copy was removed
 
 
 @pytest.mark.parametrize('damage', ['no marker', 'garbled marker', 'file missing', 'other seed', 'force'])

@@ -293,16 +293,22 @@ def _move_into_place(tmp: Path, root: Path):
     if old is not None: shutil.rmtree(old)
 
 # %% ../../nbs/05_data.toy_pets.ipynb #5116fc14
+def _default_dest(n_per_breed, seed) -> Path:
+    "The folder under `minifast_home()` for these generation parameters: `toy_pets` for the defaults of `toy_pets`."
+    name = 'toy_pets' + (f'_n{n_per_breed}' if n_per_breed != 40 else '') + (f'_seed{seed}' if seed != 42 else '')
+    return minifast_home()/'data'/name
+
 def toy_pets(dest=None, n_per_breed: int = 40, seed: int = 42, force: bool = False) -> Path:
     """Path to a Pets-like folder (`images/{breed}_{n}.jpg`), drawn at `dest` if missing or `force`.
 
-    `dest` defaults to `minifast_home()/'data'/'toy_pets'`. A complete folder with the same
-    `n_per_breed` and `seed` is reused as it is."""
+    `dest` defaults to `minifast_home()/'data'/'toy_pets'` for the default `n_per_breed` and `seed`, and to a
+    folder named after them otherwise (`toy_pets_n10`, `toy_pets_n10_seed3`). A complete folder with the
+    same `n_per_breed` and `seed` is reused as it is."""
     if isinstance(n_per_breed, bool) or not isinstance(n_per_breed, int) or n_per_breed < 1:
         raise ValueError(f'toy_pets: n_per_breed={n_per_breed!r} must be a whole number from 1 (40 by default).')
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ValueError(f'toy_pets: seed={seed!r} must be a whole number from 0.')
-    root = Path(dest).expanduser() if dest is not None else minifast_home()/'data'/'toy_pets'
+    root = Path(dest).expanduser() if dest is not None else _default_dest(n_per_breed, seed)
     if not force and _is_complete(root, n_per_breed, seed): return root
     if root.exists(): _check_replaceable(root)
     root.parent.mkdir(parents=True, exist_ok=True)
@@ -310,7 +316,7 @@ def toy_pets(dest=None, n_per_breed: int = 40, seed: int = 42, force: bool = Fal
     try:
         tmp.chmod(0o755)  # mkdtemp makes it private; the data is not
         _draw_all(tmp, n_per_breed, seed)
-        _move_into_place(tmp, root)
+        if force or not _is_complete(root, n_per_breed, seed): _move_into_place(tmp, root)   # else another process drew it meanwhile: keep theirs
     finally:
         if tmp.exists(): shutil.rmtree(tmp)
     return root
