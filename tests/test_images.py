@@ -103,3 +103,21 @@ def test_tiny_and_huge_images(tmp_path):
     Image.new('RGB', (8000, 6000), 'blue').save(tmp_path/'huge.jpg', quality=50)
     img = load_image(tmp_path/'huge.jpg', draft_size=460)
     assert min(img.size) >= 460 and img.size[0] <= 1000, "JPEG draft decoding of a huge image at reduced scale"
+
+
+def _gradient(w, h):
+    "An RGB image whose colours change smoothly, so a small decode and a resized full decode can be compared."
+    yy, xx = np.mgrid[0:h, 0:w]
+    return Image.fromarray(np.stack([xx * 255 // w, yy * 255 // h, (xx + yy) * 255 // (w + h)], -1).astype(np.uint8))
+
+
+def test_phone_mpo_jpeg_is_decoded_small_like_a_jpeg(tmp_path):
+    "Phone cameras write MPO files (a JPEG plus appended previews) named .jpg; PIL says format 'MPO'."
+    _gradient(800, 600).save(tmp_path/'phone.jpg', format='MPO', save_all=True, append_images=[_gradient(160, 120)], quality=95)
+    with Image.open(tmp_path/'phone.jpg') as img: assert img.format == 'MPO' and img.n_frames == 2
+    full, small = load_image(tmp_path/'phone.jpg'), load_image(tmp_path/'phone.jpg', draft_size=150)
+    assert full.size == (800, 600) and small.size == (200, 150), "decoded at 1/4 scale, as a plain JPEG is"
+    diff = np.abs(np.asarray(small).astype(int) - np.asarray(full.resize((200, 150), Image.BILINEAR)).astype(int))
+    assert diff.mean() < 3, "the first (main) image, not the preview"
+    _gradient(800, 600).save(tmp_path/'plain.jpg', quality=95)
+    assert load_image(tmp_path/'plain.jpg', draft_size=150).size == small.size

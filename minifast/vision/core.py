@@ -84,7 +84,7 @@ def load_image(fn, draft_size=None) -> Image.Image:
     try:
         if fn.stat().st_size == 0: raise ImageReadError(f"the file is empty (0 bytes)")
         with _open(fn, draft_size) as img:
-            if draft_size is not None and img.format == 'JPEG': img.draft('RGB', draft_size)
+            if draft_size is not None and img.format in ('JPEG', 'MPO'): img.draft('RGB', draft_size)   # MPO: a phone camera's JPEG
             img.load()
             img = ImageOps.exif_transpose(img)
             return _to_rgb(img)
