@@ -41,6 +41,13 @@ def count_grid_sample(monkeypatch):
     return calls
 
 
+def sampled(calls):
+    "{image shape: how many images were sampled} over grid_sample `calls` (a uint8 batch on the CPU is sampled a few images per call)."
+    counts = {}
+    for n, *shape in calls: counts[tuple(shape)] = counts.get(tuple(shape), 0) + n
+    return counts
+
+
 # ---- geometry: matrices against independent implementations -----------------------------------------------
 
 def test_identity_is_exact():
@@ -105,12 +112,34 @@ def test_one_grid_sample_per_batch(count_grid_sample):
     assert len(geo) == 1 and len(geo[0].tfms) == 5
     x = torch.randint(0, 256, (6, 3, 48, 40), dtype=torch.uint8)
     out = pipe(x, split_idx=0, generator=gen(0))
-    assert count_grid_sample == [(6, 3, 24, 24)] and out.shape == (6, 3, 24, 24)
+    assert sampled(count_grid_sample) == {(3, 24, 24): 6} and out.shape == (6, 3, 24, 24)   # each image sampled once
     pipe(x, split_idx=1)
-    assert len(count_grid_sample) == 2
+    assert sampled(count_grid_sample) == {(3, 24, 24): 12}
     count_grid_sample.clear()
     Pipeline(aug_transforms(size=24, min_scale=0.5, flip_vert=True))(x, split_idx=0, generator=gen(1))
-    assert len(count_grid_sample) == 1
+    assert sampled(count_grid_sample) == {(3, 24, 24): 6}
+    count_grid_sample.clear()
+    pipe(x.float() / 255, split_idx=0, generator=gen(0))
+    assert count_grid_sample == [(6, 3, 24, 24)]   # a float batch: one call for the batch
+
+
+@pytest.mark.parametrize('threads', [1, 3])
+def test_uint8_batch_on_the_cpu_is_sampled_a_few_images_at_a_time_with_the_same_result(count_grid_sample, threads):
+    "One image per thread per call, converted to float just before (in the cache): the numbers of one call on the whole float batch."
+    x = torch.randint(0, 256, (7, 3, 30, 34), dtype=torch.uint8, generator=gen(0))
+    mats = rotate_mat(torch.linspace(-20, 20, 7), (30, 34)) @ perspective_mat(torch.linspace(-.2, .2, 7), torch.full((7,), .1))
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        for mode, pad in [('bilinear', 'reflection'), ('bicubic', 'zeros'), ('nearest', 'border')]:
+            count_grid_sample.clear()
+            out = warp_batch(x, mats, size=(20, 16), mode=mode, pad_mode=pad)
+            assert [n for n, *_ in count_grid_sample] == [threads] * (7 // threads) + [7 % threads] * (7 % threads > 0)
+            ref = F.grid_sample(x.float(), ab._grid(mats, (20, 16), True), mode=mode, padding_mode=pad, align_corners=True) * (1 / 255)
+            assert out.dtype == torch.float32 and out.is_contiguous() and torch.equal(out, ref), (mode, pad)
+            cl = warp_batch(x, mats, size=(20, 16), mode=mode, pad_mode=pad, channels_last=True)   # written in that order directly
+            assert cl.is_contiguous(memory_format=torch.channels_last) and torch.equal(cl, ref)
+    finally: torch.set_num_threads(before)
 
 
 def test_samples_get_different_crops():
@@ -149,9 +178,9 @@ def test_plain_resize_of_uint8_on_the_cpu(count_grid_sample):
     assert (small - ref).abs().max() <= 1.01 / 255
     val = Pipeline(aug_transforms(size=24, min_scale=0.5))(x, split_idx=1)
     torch.testing.assert_close(val, out, atol=0, rtol=0)
-    assert len(count_grid_sample) == 1
+    assert sampled(count_grid_sample) == {(3, 24, 24): 4}
     Pipeline(aug_transforms(size=24, min_scale=0.5))(x[..., :36], split_idx=1)   # not square: a real crop, sampled
-    assert len(count_grid_sample) == 2
+    assert sampled(count_grid_sample) == {(3, 24, 24): 8}
     turned = rotate_mat(T(10, -20, 30, 5), (40, 40))   # a stride of 5 again, but not a plain resize: prefilter, then sample
     torch.testing.assert_close(warp_batch(x, turned, size=8), warp_batch(x.float() / 255, turned, size=8), atol=1.01 / 255, rtol=0)
 

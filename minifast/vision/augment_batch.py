@@ -131,6 +131,18 @@ def _prefilter(x, mats, min_stride, max_stride, align_corners):
         mats = torch.diag(fix) @ mats
     return x, mats
 
+def _sample_uint8_cpu(x, mats, out_hw, mode, pad_mode, align_corners, channels_last=False):
+    "`grid_sample` of the uint8 batch `x` on the CPU, as floats in [0, 1]: one image per thread at a time, converted and sampled while in the cache."
+    n, k = len(x), max(1, torch.get_num_threads())
+    out = torch.empty((n, x.shape[1], *out_hw), dtype=torch.float32, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+    buf = torch.empty((min(k, n), *x.shape[1:]), dtype=torch.float32)   # reused: a fresh float copy of the whole batch costs more than the sampling
+    for i in range(0, n, k):
+        j = min(i + k, n)
+        b = buf[:j - i].copy_(x[i:j])
+        grid = _grid(mats[i:j], out_hw, align_corners).to(torch.float32)
+        torch.mul(F.grid_sample(b, grid, mode=mode, padding_mode=pad_mode, align_corners=align_corners), 1 / 255, out=out[i:j])
+    return out
+
 def _is_identity(mats): return bool((mats - torch.eye(3, device=mats.device)).abs().max() < 1e-6)
 
 def warp_batch(x, mats, size=None, mode='bilinear', pad_mode='reflection', align_corners=True, channels_last=False,
@@ -148,10 +160,12 @@ def warp_batch(x, mats, size=None, mode='bilinear', pad_mode='reflection', align
                             antialias=min_stride is not None and min_stride > max_stride).float().mul_(1 / 255)
         return out.contiguous(memory_format=torch.channels_last) if channels_last else out
     x, mats = _prefilter(x, mats, min_stride, max_stride, align_corners)   # before the conversion: fewer pixels to convert
-    if is_int: x = x.float()
-    grid = _grid(mats, out_hw, align_corners).to(x.dtype)
-    out = F.grid_sample(x, grid, mode=mode, padding_mode=pad_mode, align_corners=align_corners)
-    if is_int: out = out.mul_(1 / 255)
+    if is_int and x.device.type == 'cpu': out = _sample_uint8_cpu(x, mats, out_hw, mode, pad_mode, align_corners, channels_last)
+    else:
+        if is_int: x = x.float()
+        grid = _grid(mats, out_hw, align_corners).to(x.dtype)
+        out = F.grid_sample(x, grid, mode=mode, padding_mode=pad_mode, align_corners=align_corners)
+        if is_int: out = out.mul_(1 / 255)
     return out.contiguous(memory_format=torch.channels_last) if channels_last else out
 
 # %% ../../nbs/08_vision.augment_batch.ipynb #ca18a313
