@@ -528,7 +528,9 @@ def test_lr_find_on_a_model_that_diverges_at_once_restores_it(synth_dls, case):
 @pytest.mark.parametrize('case', ['inf_from_the_start', 'start_lr_too_high'])
 def test_lr_find_on_a_model_that_diverges_at_once_says_so(synth_dls, case):
     "No suggestion from a curve that blew up at once (the data and num_it are fine): it says so, with the lr, and what to try."
-    model, kwargs = (_Exploding(), {}) if case == 'inf_from_the_start' else (make_mlp(), {'start_lr': 10., 'end_lr': 1e5})
+    with torch.random.fork_rng():   # a fixed initialisation: with about 2% of them the MLP survives until batch 3
+        torch.manual_seed(0)
+        model, kwargs = (_Exploding(), {}) if case == 'inf_from_the_start' else (make_mlp(), {'start_lr': 10., 'end_lr': 1e5})
     learn = Learner(synth_dls, model)
     with learn.no_bar(), warnings.catch_warnings(record=True) as caught, pytest.raises(RuntimeError) as e:
         warnings.simplefilter('always')
