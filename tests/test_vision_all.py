@@ -44,3 +44,15 @@ def test_star_import_in_a_fresh_process():
             "assert lite0_body(m)(torch.zeros(1, 3, 32, 32)).shape == (1, 1280, 1, 1)\n"
             "assert rotate_mat(torch.tensor([90.])).shape == (1, 3, 3)\n")
     subprocess.run([sys.executable, '-c', code], check=True, timeout=120)
+
+
+def test_star_import_leaves_the_heavy_libraries_unloaded():
+    "The import is what a notebook pays first (target: 0.3 s after torch): torchvision, matplotlib and pandas load when used."
+    code = ("import sys, torch\nfrom minifast.vision.all import *\n"
+            "print(sorted(m for m in ('torchvision', 'matplotlib', 'pandas', 'tqdm.notebook') if m in sys.modules))")
+    out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == '[]', f"loaded at import time: {out.strip()}"
+    # and they still load when they are needed
+    code = ("import sys\nfrom minifast.vision.all import *\nm = EfficientNetLite0().train()\n"
+            "import torch; m(torch.zeros(2, 3, 32, 32))\nprint('torchvision' in sys.modules)")
+    assert subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=True).stdout.strip() == 'True'

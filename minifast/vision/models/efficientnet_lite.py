@@ -16,7 +16,6 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchvision.ops import stochastic_depth
 
 # %% ../../../nbs/20_vision.models.efficientnet_lite.ipynb #6511c3d5
 def same_padding(size: int, kernel_size: int, stride: int) -> tuple:
@@ -62,6 +61,8 @@ class MBConvBlock(nn.Module):
         h = F.relu6(self._bn1(self._depthwise_conv(h)))
         h = self._bn2(self._project_conv(h))
         if not self.has_skip: return h
+        if not (self.training and self.drop_connect_rate > 0): return x + h
+        from torchvision.ops import stochastic_depth  # here, not at the top: importing torchvision takes about a second
         return x + stochastic_depth(h, self.drop_connect_rate, 'row', self.training)
 
 # %% ../../../nbs/20_vision.models.efficientnet_lite.ipynb #bb88abb8
