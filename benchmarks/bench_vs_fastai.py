@@ -165,6 +165,8 @@ def job_lr_find(lib, c, out):
             lib.sync()
             out['lr_find_s'] = time.perf_counter() - t
     out['valley'] = float(sug.valley)
+    # the recorded curve, so that one rule can be applied to both libraries' curves (the valleys above differ in both)
+    out['lr_curve'] = [[float(v) for v in learn.recorder.lrs], [float(v) for v in learn.recorder.losses]]
     out['lr_find_iters'] = len(learn.recorder.lrs)
     out['lr_find_s_per_it'] = out['lr_find_s'] / out['lr_find_iters']
 
@@ -356,6 +358,10 @@ def measure(run, c):
     print('lr_find', flush=True)
     res = run.alternate('lr_find')
     for k in ('lr_find_s', 'valley', 'lr_find_iters', 'lr_find_s_per_it'): put(res, k)
+    from minifast.callback.schedule import valley  # this parent runs in minifast's venv
+    for lib in LIBS:
+        lrs, losses = res[lib][0]['lr_curve']
+        m[lib]['valley_same_rule'] = valley(lrs, losses)[0]
     print(f'fine_tune({c["ft_epochs"]})', flush=True)
     res = run.alternate('fine_tune')
     for k in ('epoch_frozen_s', 'epoch_s', 'train_ips', 'max_rss_mb', 'error_rate') + (('max_cuda_mb',) if c['fp16'] else ()):
@@ -386,6 +392,7 @@ def rows(c):
         ('lr_find iterations recorded', 'lr_find_iters', '.0f', None, None),
         ('lr_find time per iteration (s)', 'lr_find_s_per_it', '.2f', 'lower', None),
         ('lr_find suggestion (valley)', 'valley', '.2e', None, ('within', 2.0)),
+        ("valley by minifast's rule on each library's curve", 'valley_same_rule', '.2e', None, None),
         ('fine_tune: frozen epoch (s)', 'epoch_frozen_s', '.1f', 'lower', None),
         ('fine_tune: unfrozen epoch, mean (s)', 'epoch_s', '.1f', 'lower', ('max', 0.8) if cpu else None),
         ('training throughput, unfrozen (img/s)', 'train_ips', '.1f', 'higher', ('min', 2.0) if not cpu else None),

@@ -129,12 +129,22 @@ def test_steep_finds_largest_negative_slope():
 
 
 def test_valley_on_clean_curve():
-    "A strictly decreasing run from the first point to the minimum: the answer is 2/3 of the way down."
+    "A strictly decreasing run from the first point to the minimum: after the first tenth (8 of 81 points), half-way down."
     losses = 1.5 - torch.tanh(X + 3) + 0.02 * torch.exp(2.5 * (X + 1))
     i_min = int(losses.argmin())
     assert (losses[1:i_min + 1] < losses[:i_min]).all()
     lr, i = valley(LRS, losses, 81)
-    assert i == round(2 / 3 * i_min) and lr == LRS[i].item()
+    assert i == i_min - (i_min - 8 + 1) // 2 and lr == LRS[i].item()
+
+
+def test_valley_is_not_stretched_by_a_high_first_point():
+    "The smoothed loss of the finder's first batches can sit high; the valley starts after the first tenth."
+    losses = torch.cat([torch.tensor([9.0, 8.0]), torch.full((28,), 3.0), torch.linspace(3.0, 1.0, 41)[1:],
+                        torch.linspace(1.2, 4.0, 11)]).double()  # 81 points: flat, then a descent from 30 to 69
+    lr, i = valley(LRS, losses, 81)
+    # the descent has 40 points (30 to 69) plus one flat point before it: 20 back from the bottom is 49;
+    # measured from the high first point instead, the middle would be near 35 and two thirds near 46
+    assert i == 49, i
 
 
 @pytest.mark.parametrize('seed', range(5))

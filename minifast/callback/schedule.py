@@ -151,20 +151,18 @@ def steep(lrs, losses, num_it=None) -> tuple:
     return float(lrs[i]), i
 
 def valley(lrs, losses, num_it=None) -> tuple:
-    "Suggest a learning rate two thirds of the way down the longest valley (decreasing run) of the loss."
+    "Suggest a learning rate in the middle of the longest valley (decreasing run) of the loss, after its first tenth."
     lrs, losses = _curve(lrs, losses)
+    skip = len(losses) // 10  # the smoothed loss is still settling there
+    losses = losses[skip:]
     n = len(losses)
-    # length[i], first[i]: the longest decreasing sequence of points ending at i, and where it starts.
-    length, first = np.ones(n, dtype=int), np.arange(n)
+    # length[i]: the most points of a decreasing sequence (not necessarily adjacent) ending at point i
+    length = np.ones(n, dtype=int)
     for i in range(1, n):
         higher = np.flatnonzero(losses[:i] > losses[i])
-        if len(higher) == 0: continue
-        longest = higher[length[higher] == length[higher].max()]
-        j = longest[np.argmin(first[longest])]  # of equally long valleys, the one starting earliest is the widest
-        length[i], first[i] = length[j] + 1, first[j]
-    # the longest valley, the widest among those
-    end = max(range(n), key=lambda i: (length[i], i - first[i]))
-    i = first[end] + round(2 / 3 * (end - first[end]))
+        if len(higher): length[i] = length[higher].max() + 1
+    bottom = int(np.argmax(length))  # where the longest valley ends (the first one, if several are as long)
+    i = skip + bottom - length[bottom] // 2  # half the valley's points back up from its bottom
     return float(lrs[i]), int(i)
 
 def slide(lrs, losses, num_it=None, lr_diff=15, thresh=0.005, adjust_value=1.) -> tuple:
