@@ -42,6 +42,12 @@ def trainable_params(model):
     return [[p for p in model.parameters() if p.requires_grad]]
 
 # %% ../nbs/16_learner.ipynb #334b81e0
+def _read_at_once(tensors: dict) -> dict:
+    "Python floats from a dict of one-element device tensors, read in one transfer (one host sync, not one each)."
+    if not tensors: return {}
+    device = next(iter(tensors.values())).device
+    return dict(zip(tensors, torch.stack([t.detach().float().reshape(()).to(device) for t in tensors.values()]).tolist()))
+
 class Recorder(Callback):
     "Record the smoothed training loss, learning rates and momentums per batch, and losses and metrics per epoch."
     order = 50
@@ -58,9 +64,9 @@ class Recorder(Callback):
     def remove_column(self, name): self.extra_columns.pop(name, None)
 
     def before_fit(self):
-        self.lrs, self.moms, self._losses, self.iters, self.values = [], [], [], [], []
-        self._smooth, self._count, self._fitting, self._warned = None, 0, True, False
-        self.epoch_logged, self._in_epoch = False, False
+        self.lrs, self.moms, self._losses, self.iters, self.values, self.skipped_steps = [], [], [], [], [], []
+        self._smooth, self._n_bad, self._count, self._fitting, self._warned = None, None, 0, True, False
+        self.epoch_logged, self._in_epoch, self._guarded = False, False, False
         self.metrics = [as_metric(m) for m in self.learn.metrics]
         self._columns = dict(self.extra_columns)  # the columns of this fit, kept for its values after it ends
 
@@ -69,8 +75,13 @@ class Recorder(Callback):
     def before_epoch(self):
         self._start = time.perf_counter()
         self._valid_sum, self._valid_n = None, 0  # stays empty if validation is skipped
+        self._skipped, self._first_skipped, self._n_steps = None, None, 0  # StepGuard's skipped steps, on the device
         self.log = [self.learn.epoch]
         self._in_epoch = True
+
+    def before_train(self):
+        guard = getattr(self.learn, 'step_guard', None)  # its before_train (order 20) has decided whether it skips
+        self._guarded = guard is not None and guard.active
 
     def after_batch(self):
         learn = self.learn  # outside fit (get_preds) there is nothing to record; a batch cancelled before its loss neither
@@ -78,9 +89,16 @@ class Recorder(Callback):
         loss = learn.loss.detach().float()
         if learn.training:
             self._count += 1
-            if self._smooth is None: self._smooth = torch.zeros_like(loss)
-            self._smooth = torch.lerp(loss, self._smooth, self.beta)  # beta * smooth + (1 - beta) * loss, on the device
-            self._losses.append(self._smooth / (1 - self.beta ** self._count))
+            if self._smooth is None: self._smooth, self._n_bad = torch.zeros_like(loss), torch.zeros_like(loss)
+            smooth, count = torch.lerp(loss, self._smooth, self.beta), self._count  # beta * smooth + (1 - beta) * loss
+            if self._guarded:  # the guard skipped the steps of non-finite losses: they stay out of the average too
+                finite = torch.isfinite(loss)
+                smooth = torch.where(finite, smooth, self._smooth)
+                self._n_bad = self._n_bad + ~finite
+                count = self._count - self._n_bad  # on the device
+            self._smooth = smooth
+            self._losses.append(self._smooth / (1 - self.beta ** count))
+            if learn.found_inf is not None: self._count_skipped(learn.found_inf, learn.iter)
             hp = learn.opt.hypers[-1]
             self.lrs.append(hp['lr']); self.moms.append(hp.get('mom'))
         else:
@@ -88,6 +106,13 @@ class Recorder(Callback):
             self._valid_sum = loss * bs if self._valid_sum is None else self._valid_sum + loss * bs
             self._valid_n += bs
             for m in self.metrics: m.accumulate(learn.pred, *learn.yb)
+
+    def _count_skipped(self, found_inf, i):
+        "Add up the steps StepGuard skipped (`found_inf` is 1), and the first one's batch, without reading them."
+        if self._skipped is None: self._skipped, self._first_skipped = torch.zeros_like(found_inf), torch.full_like(found_inf, -1.)
+        self._first_skipped = torch.where((found_inf != 0) & (self._first_skipped < 0), float(i), self._first_skipped)
+        self._skipped = self._skipped + found_inf
+        self._n_steps += 1
 
     def before_validate(self):
         self._valid_sum, self._valid_n = None, 0
@@ -107,9 +132,15 @@ class Recorder(Callback):
         "Log the epoch's row; `epoch_logged` tells the callbacks after this one (tables, trackers) whether there is a new row."
         started, self._in_epoch, self.epoch_logged = self._in_epoch, False, False
         if self.learn.exception is not None or not started: return  # failed, or cancelled before it began: no row
-        train_loss = float(self.smooth_loss) if self._losses else float('nan')
-        valid_loss = float(self._valid_sum / self._valid_n) if self._valid_n else float('nan')
-        if self.warn_not_finite and not self._warned: self._check_finite(train_loss, valid_loss)
+        on_device = {}
+        if self._losses: on_device['train'] = self.smooth_loss
+        if self._valid_n: on_device['valid'] = self._valid_sum / self._valid_n
+        if self._skipped is not None: on_device.update(skipped=self._skipped, first_skipped=self._first_skipped)
+        read = _read_at_once(on_device)
+        train_loss, valid_loss = read.get('train', float('nan')), read.get('valid', float('nan'))
+        skipped, first_skipped = int(read.get('skipped', 0)), int(read.get('first_skipped', -1))
+        if self.warn_not_finite and not self._warned: self._check_finite(train_loss, valid_loss, skipped, first_skipped)
+        self.skipped_steps.append(skipped)
         self.log += [train_loss, valid_loss] + [float(m.value) if self._valid_n else float('nan') for m in self.metrics]
         self.log += [fn() for fn in self._columns.values()]
         self.log.append(time.perf_counter() - self._start)
@@ -117,8 +148,18 @@ class Recorder(Callback):
         self.iters.append(len(self._losses))
         self.epoch_logged = True
 
-    def _check_finite(self, train_loss, valid_loss):
-        "Warn (once per fit) when this epoch's training or validation loss is NaN or infinite: the weights then follow."
+    def _check_finite(self, train_loss, valid_loss, skipped=0, first_skipped=-1):
+        "Warn (once per fit) when StepGuard skipped steps in this epoch, or its training or validation loss is NaN or infinite."
+        if skipped:
+            self._warned = True
+            valid = f" The validation loss is {valid_loss}." if self._valid_n and not math.isfinite(valid_loss) else ""
+            warnings.warn(f"Recorder: {skipped} of the {self._n_steps} training steps of epoch {self.learn.epoch} had a NaN or "
+                          f"infinite loss or gradients and were skipped (the first at training batch {first_skipped}): the "
+                          f"weights, the optimiser state and BatchNorm's statistics were kept from the last good step, and "
+                          f"training went on.{valid} Lower the learning rate (see lr_find), check the inputs and targets for "
+                          "NaN or inf, or add cbs=TerminateOnNaNCallback() to stop at the first bad batch.",
+                          RuntimeWarning, stacklevel=2)
+            return
         first = self.iters[-1] if self.iters else 0  # this epoch's batches in self._losses
         bad = [f"the {name} loss is {value}" for name, value, seen in
                (('training', train_loss, len(self._losses) > first), ('validation', valid_loss, self._valid_n > 0))
@@ -129,10 +170,12 @@ class Recorder(Callback):
             i = int((~torch.isfinite(torch.stack(self._losses[first:]))).nonzero()[0])  # a host sync, on this bad path only
             where = f" (from training batch {i} on)"
         self._warned = True
+        fallback = getattr(getattr(self.learn, 'step_guard', None), 'fallback', None)
+        why = f" StepGuard could not skip the bad steps: {fallback}." if fallback and where else ""
         warnings.warn(f"Recorder: {' and '.join(bad)} at epoch {self.learn.epoch}{where}. A NaN or infinite loss is "
                       "back-propagated and stepped into every weight, and the model does not recover: lower the learning "
                       "rate (see lr_find), check the inputs and targets for NaN or inf, and add "
-                      "cbs=TerminateOnNaNCallback() to stop at the first bad batch with the weights of the last good step.",
+                      f"cbs=TerminateOnNaNCallback() to stop at the first bad batch with the weights of the last good step.{why}",
                       RuntimeWarning, stacklevel=2)
 
     @property
@@ -237,13 +280,15 @@ class Learner:
         self.opt, self.cbs, self._sorted = None, [], []
         self.exception, self.training, self.epoch, self.n_epoch = None, False, 0, 1
         self.loss = self.pred = None
+        self.found_inf = None  # set by StepGuard before each step: a device flag, 1 where the step is skipped
         self.xb, self.yb = (), ()
         self.model_config = None  # how to rebuild the model for `export` (set by vision_learner)
         device = getattr(dls, 'device', None)
         if device is not None: self.model.to(device)
         if default_cbs:
             from minifast.callback.progress import ProgressCallback
-            self.add_cbs([TrainEvalCallback(), Recorder(), ProgressCallback()])
+            from minifast.callback.tracker import StepGuard
+            self.add_cbs([TrainEvalCallback(), Recorder(), ProgressCallback(), StepGuard()])
         self.add_cbs(cbs)
 
     # ---- callbacks --------------------------------------------------------------------------------
@@ -335,12 +380,16 @@ class Learner:
         self('after_loss')
         if not self.training: return
         self._with_events(lambda: self.loss_grad.backward(), 'backward', CancelBackwardException)
-        self._with_events(lambda: self.opt.step(), 'step', CancelStepException)
+        self._with_events(self._step, 'step', CancelStepException)
         self.opt.zero_grad()
+
+    def _step(self):
+        if self.found_inf is None: self.opt.step()
+        else: self.opt.step(found_inf=self.found_inf)  # skipped on the device where StepGuard found a NaN or inf
 
     def one_batch(self, i, b):
         self.iter = i
-        self.pred = self.loss = self.loss_grad = None  # a batch cancelled early must not show the previous batch's values
+        self.pred = self.loss = self.loss_grad = self.found_inf = None  # a batch cancelled early must not show the previous batch's values
         self._split(to_device(b, self.device))  # a no-op for our loaders; moves a plain list of (x, y) batches
         self._with_events(self._do_one_batch, 'batch', CancelBatchException)
 

@@ -100,9 +100,10 @@ class OptimWrapper:
         self.frozen_idx = 0
 
     def _speed_kwargs(self, torch_opt_cls) -> dict:
-        # foreach kernels work on every device; fused ones are faster still where torch has them (CUDA).
+        # fused kernels (one pass over each tensor, CPU and CUDA) where torch has them: the fastest, and they can skip a
+        # step on the device (`step(found_inf=...)`); foreach kernels, which work on every device, otherwise.
         params = inspect.signature(torch_opt_cls).parameters
-        if 'fused' in params and all(p.is_cuda and p.is_floating_point() for g in self._groups for p in g):
+        if 'fused' in params and all(p.device.type in ('cpu', 'cuda') and p.is_floating_point() for g in self._groups for p in g):
             return {'fused': True}
         return {'foreach': True} if 'foreach' in params else {}
 
@@ -140,17 +141,59 @@ class OptimWrapper:
         "Set several hyper-parameters, e.g. `set_hypers(lr=1e-3, mom=0.9)`."
         for k, v in kwargs.items(): self.set_hyper(k, v)
 
+    @property
+    def can_skip_step(self) -> bool:
+        "Whether `step(found_inf=...)` can skip a step on the device: torch's fused optimizers read `found_inf` (as with a GradScaler)."
+        return bool(getattr(self.torch_opt, '_step_supports_amp_scaling', False))
+
     @torch.no_grad()
-    def step(self):
-        "Apply decoupled weight decay (when torch does not) then take torch's optimizer step."
+    def flag_non_finite_grads(self, found_inf):
+        """Set `found_inf` (a float32 0-dim tensor) to 1 if a gradient of the parameters this optimizer steps holds a NaN or
+        an infinity, and return it: one foreach pass per (device, dtype) of gradients, on the device, nothing read back."""
+        grads = {}
+        for pg in self.torch_opt.param_groups:
+            for p in pg['params']:
+                if p.grad is not None: grads.setdefault((p.grad.device, p.grad.dtype), []).append(p.grad)
+        for (device, _), gs in grads.items():
+            found = found_inf if device == found_inf.device else torch.zeros((), device=device)
+            # GradScaler's check; unscaling by 1 leaves the gradients as they are
+            torch._amp_foreach_non_finite_check_and_unscale_(gs, found, torch.ones((), device=device))
+            if found is not found_inf: torch.maximum(found_inf, found.to(found_inf.device), out=found_inf)
+        return found_inf
+
+    def _zero_missing_momentum(self):
+        # torch's fused SGD leaves the buffers of a skipped first step uninitialised, and fails when only some parameters
+        # of a group have one (after unfreeze): every parameter that steps gets a zero buffer beforehand.
+        if not (isinstance(self.torch_opt, torch.optim.SGD) and self.torch_opt.defaults.get('fused')): return
+        state = self.torch_opt.state
+        for pg in self.torch_opt.param_groups:
+            if pg['momentum'] == 0: continue
+            for p in pg['params']:
+                if p.grad is not None and state.get(p, {}).get('momentum_buffer') is None:
+                    state[p]['momentum_buffer'] = torch.zeros_like(p, memory_format=torch.preserve_format)
+
+    @torch.no_grad()
+    def step(self, found_inf=None):
+        """Apply decoupled weight decay (when torch does not) then take torch's optimizer step. Where `found_inf` (a float32
+        0-dim tensor on the parameters' device, see `flag_non_finite_grads`) is 1, the whole step is skipped on the device:
+        weights, moments and step counts stay as they were, and nothing is read back (no host sync)."""
+        if found_inf is not None and not self.can_skip_step:
+            raise ValueError(f"{type(self.torch_opt).__name__} without a fused kernel cannot skip a step on the device; call "
+                             "step() without found_inf, or use a fused optimizer (Adam, AdamW, SGD: the default for them)")
         if self._manual_wd:
             pgs = self.torch_opt.param_groups
             for h, idx in zip(self._hypers, self._index):
                 if h['wd'] == 0 or h['lr'] == 0: continue
+                shrink = 1 - h['lr'] * h['wd']
+                if found_inf is not None: shrink = torch.where(found_inf != 0, 1., shrink)  # exactly 1 in a skipped step
                 for ti, gets_wd in idx:
                     ps = [p for p in pgs[ti]['params'] if gets_wd and p.grad is not None]
-                    if ps: torch._foreach_mul_(ps, 1 - h['lr'] * h['wd'])
-        self.torch_opt.step()
+                    if ps: torch._foreach_mul_(ps, shrink)
+        self._zero_missing_momentum()
+        if found_inf is None: return self.torch_opt.step()
+        self.torch_opt.found_inf = found_inf  # how GradScaler hands it to fused optimizers: their step reads the attribute
+        try: self.torch_opt.step()
+        finally: del self.torch_opt.found_inf
 
     def zero_grad(self, set_to_none: bool = True): self.torch_opt.zero_grad(set_to_none=set_to_none)
 

@@ -28,7 +28,7 @@ from PIL import Image
 from torch import nn
 
 from conftest import make_mlp, make_synth_dls
-from minifast.callback.core import Callback
+from minifast.callback.core import Callback, CancelBatchException
 from minifast.callback.tracker import TerminateOnNaNCallback
 from minifast.data.block import CategoryBlock, DataBlock
 from minifast.data.transforms import (FuncSplitter, FuncTransform, RandomSplitter, RegexLabeller, get_image_files,
@@ -388,15 +388,118 @@ def test_nan_or_inf_loss_with_terminate_on_nan_keeps_the_last_good_step(value):
 
 
 @pytest.mark.parametrize('value', [float('nan'), float('inf')])
-def test_nan_or_inf_loss_without_terminate_on_nan_is_reported_once_with_the_fix(value):
-    """Without TerminateOnNaNCallback the bad step happens (the weights are lost, test_tracker.py pins it: checking every
-    batch costs a host sync), but the Recorder, which reads the losses once per epoch anyway, says so: once, at the end of
-    the epoch, naming the first bad batch and the fix."""
+def test_nan_or_inf_loss_without_terminate_on_nan_is_skipped_and_reported_once_with_the_fix(value):
+    """Without TerminateOnNaNCallback the default StepGuard skips the bad step on the device (no host sync per batch), and
+    the Recorder, which reads the losses once per epoch anyway, says so: once, at the end of the epoch, with the number of
+    skipped steps, the first bad batch and the fix. Training goes on with the weights of the last good step."""
     learn = Learner(make_synth_dls(), make_mlp(), loss_func=_LossTimes(at=5, value=value))
     with learn.no_bar(), pytest.warns(RuntimeWarning) as caught: learn.fit(2)
     msgs = [str(w.message) for w in caught if str(w.message).startswith('Recorder:')]
-    assert len(msgs) == 1 and 'the training loss is nan' in msgs[0] and 'at epoch 0 (from training batch 4 on)' in msgs[0], msgs
-    assert 'lower the learning rate' in msgs[0] and 'cbs=TerminateOnNaNCallback()' in msgs[0], msgs
+    n = len(learn.dls.train)
+    assert len(msgs) == 1 and msgs[0].startswith(f'Recorder: 1 of the {n} training steps of epoch 0 had a NaN or infinite '
+                                                 'loss or gradients and were skipped (the first at training batch 4)'), msgs
+    assert 'weights, the optimiser state and BatchNorm' in msgs[0] and 'training went on' in msgs[0], msgs
+    assert 'Lower the learning rate' in msgs[0] and 'cbs=TerminateOnNaNCallback()' in msgs[0], msgs
+    assert learn.recorder.skipped_steps == [1, 0]
+    assert all(np.isfinite(learn.recorder.losses)) and all(np.isfinite(v[:2]).all() for v in learn.recorder.values)
+    assert _finite(learn.model)
+    _trains(learn)
+
+
+class _StateAfterEachBatch(Callback):
+    "Weights, BatchNorm buffers and the optimiser's state (moments, step counts) after every training batch."
+    order = 90
+    def before_fit(self): self.states = []
+    def after_batch(self):
+        if not self.learn.training: return
+        opt = self.learn.opt.torch_opt
+        self.states.append((_state(self.learn.model),
+                            {i: {k: v.clone() for k, v in st.items()} for i, st in opt.state_dict()['state'].items()}))
+
+
+def _same_full_state(a, b):
+    (ma, oa), (mb, ob) = a, b
+    return (ma.keys() == mb.keys() and all(torch.equal(ma[k], mb[k]) for k in ma) and oa.keys() == ob.keys()
+            and all(oa[i].keys() == ob[i].keys() and all(torch.equal(oa[i][k], ob[i][k]) for k in oa[i]) for i in oa))
+
+
+class _SkipTrainingBatch(Callback):
+    "Drop training batch `at` (counted over the fit) before its forward pass: the reference of a step that never happened."
+    order = -20
+    def __init__(self, at): self.at = at
+    def before_batch(self):
+        if self.learn.training and self.learn.train_iter == self.at: raise CancelBatchException()
+
+
+class _SpoilTrainingBatch(Callback):
+    """Make training batch `at` bad: 'nan loss' (NaN gradients), 'inf loss' (loss + inf: the gradients stay finite),
+    'inf grad' (the loss stays finite) or 'nan input' (BatchNorm's running statistics take it in)."""
+    order = 15  # its after_loss before StepGuard's (20)
+    def __init__(self, at, how): self.at, self.how = at, how
+    def _here(self): return self.learn.training and self.learn.train_iter == self.at
+    def before_batch(self):
+        if self._here() and self.how == 'nan input':
+            x = self.learn.xb[0].clone(); x[3, 1] = float('nan'); self.learn.xb = (x,)
+    def after_loss(self):
+        if not self._here() or not self.how.endswith('loss'): return
+        learn = self.learn
+        learn.loss_grad = learn.loss_grad * float('nan') if self.how == 'nan loss' else learn.loss_grad + float('inf')
+        learn.loss = learn.loss_grad.detach()
+    def after_backward(self):
+        if self._here() and self.how == 'inf grad': self.learn.model[0].weight.grad[1, 0] = float('inf')
+
+
+@pytest.mark.parametrize('opt_func', ['Adam', 'SGD'])
+@pytest.mark.parametrize('how', ['nan loss', 'inf loss', 'inf grad', 'nan input'])
+def test_a_bad_batch_without_any_callback_leaves_everything_as_after_the_batch_before(how, opt_func):
+    """A NaN or inf loss, an inf gradient with a finite loss, or a NaN input at training batch k: the weights, the
+    optimiser state (moments, step counts) and BatchNorm's running statistics after batch k are exactly those after
+    batch k-1, and training goes on exactly as in a run where batch k never came (dropped before its forward pass)."""
+    from functools import partial
+    from minifast.optimizer import Adam, SGD
+    opt = partial(SGD, mom=0.9, wd=0.01) if opt_func == 'SGD' else partial(Adam, wd=0.1)
+    torch.manual_seed(0)
+    model, k = make_mlp(), 4
+    runs = {}
+    for name, cb in (('spoilt', _SpoilTrainingBatch(k, how)), ('dropped', _SkipTrainingBatch(k))):
+        states = _StateAfterEachBatch()
+        learn = Learner(make_synth_dls(), copy.deepcopy(model), opt_func=opt, lr=1e-2, cbs=[cb, states])
+        with learn.no_bar(), warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter('always')
+            learn.fit(2)
+        runs[name] = (learn, states.states, [str(w.message) for w in caught])
+    (spoilt, s_states, s_msgs), (dropped, d_states, d_msgs) = runs['spoilt'], runs['dropped']
+    assert len(s_states) == len(d_states) == 2 * len(spoilt.dls.train)
+    assert _same_full_state(s_states[k], s_states[k - 1]), "the bad batch changed something"
+    assert not _same_full_state(s_states[k + 1], s_states[k]), "the next batch trains"
+    assert all(_same_full_state(a, b) for a, b in zip(s_states, d_states)), "not as if the bad batch had never come"
+    assert spoilt.recorder.skipped_steps == [1, 0] and dropped.recorder.skipped_steps == [0, 0]
+    assert [m for m in s_msgs if m.startswith('Recorder: 1 of the')] and not [m for m in d_msgs if m.startswith('Recorder')]
+    assert _finite(spoilt.model) and all(np.isfinite(spoilt.recorder.losses))
+    preds, _ = spoilt.get_preds()
+    assert torch.isfinite(preds).all()
+
+
+def test_with_gradient_accumulation_a_bad_batch_skips_the_whole_step():
+    """GradientAccumulation: a step spans 2 batches; a NaN input in the first one spoils the accumulated gradients, the
+    step is skipped and BatchNorm's statistics go back to before that first batch: the run ends exactly as one where
+    both batches of that step never came."""
+    from minifast.callback.misc import GradientAccumulation
+    torch.manual_seed(0)
+    model = make_mlp()
+    runs = []
+    for cbs in ([_SpoilTrainingBatch(2, 'nan input')], [_SkipTrainingBatch(2), _SkipTrainingBatch(3)]):
+        learn = Learner(make_synth_dls(), copy.deepcopy(model), lr=1e-2, cbs=[GradientAccumulation(64), *cbs])
+        with learn.no_bar(), warnings.catch_warnings():
+            warnings.simplefilter('ignore')
+            learn.fit(1)
+        runs.append(learn)
+    spoilt, dropped = runs
+    assert spoilt.recorder.skipped_steps == [1] and dropped.recorder.skipped_steps == [0]
+    a, b = _state(spoilt.model), _state(dropped.model)
+    assert all(torch.equal(a[k], b[k]) for k in a), [k for k in a if not torch.equal(a[k], b[k])]
+    sa, sb = spoilt.opt.torch_opt.state_dict()['state'], dropped.opt.torch_opt.state_dict()['state']
+    assert all(torch.equal(sa[i][k], sb[i][k]) for i in sa for k in sa[i])
 
 
 def test_terminate_on_nan_with_nan_inputs_keeps_batchnorm_statistics(synth_dls):

@@ -118,7 +118,22 @@ def test_scaler_skips_a_step_whose_gradients_are_inf():
     assert learn.inf_grad_at.snaps[2] is True  # unchanged by the bad step
     assert not any(learn.inf_grad_at.snaps[i] for i in range(n) if i != 2)  # every other step moved the weights
     assert mp.scaler.get_scale() == 2.**9  # backed off once
+    assert not learn.step_guard.active and learn.recorder.skipped_steps == [0]  # the scaler's business, not checked twice
     assert all(torch.isfinite(p).all() for p in learn.model.parameters())
+    steps = [s['step'] for s in learn.opt.torch_opt.state.values()]
+    assert all(int(s) == n - 1 for s in steps)
+
+
+def test_without_a_scaler_the_step_guard_skips_a_step_whose_gradients_are_inf():
+    "bf16 needs no gradient scaler: StepGuard then checks the gradients (on the device) and skips the bad step."
+    learn = make_learner().to_bf16()
+    learn.add_cb(InfGradAt(at=2))
+    with pytest.warns(RuntimeWarning, match=r'Recorder: 1 of the \d+ training steps of epoch 0 .*the first at training batch 2'):
+        learn.fit(1, 1e-2)
+    n = len(learn.dls.train)
+    assert learn.mixed_precision.scaler is None and learn.step_guard.active
+    assert 'skipped_steps' not in learn.recorder.metric_names and learn.recorder.skipped_steps == [1]
+    assert learn.inf_grad_at.snaps[2] is True and not any(learn.inf_grad_at.snaps[i] for i in range(n) if i != 2)
     steps = [s['step'] for s in learn.opt.torch_opt.state.values()]
     assert all(int(s) == n - 1 for s in steps)
 

@@ -95,6 +95,54 @@ def test_no_host_sync_per_batch(synth_dls, monkeypatch):
     assert calls['n'] <= 3 * 2, f"{calls['n']} host reads for {n_batches} batches"  # train loss, valid loss, metric per epoch
 
 
+def test_no_host_sync_per_batch_while_the_guard_skips_steps(synth_dls, monkeypatch):
+    """StepGuard decides on the device: with NaN losses and inf gradients in some batches, no code of minifast (the
+    optimizer wrapper and the guard included) reads a tensor per batch; the Recorder reads the losses and the number of
+    skipped steps together, once per epoch, and the metric once."""
+    import sys
+    class Spoil(Callback):
+        order = 15
+        def after_loss(self):
+            if self.learn.training and self.learn.train_iter % 3 == 1:
+                self.learn.loss_grad = self.learn.loss_grad * float('nan'); self.learn.loss = self.learn.loss_grad.detach()
+        def after_backward(self):
+            if self.learn.train_iter % 3 == 2: self.learn.model[0].weight.grad[0, 0] = float('inf')
+    learn = Learner(synth_dls, make_mlp(), metrics=accuracy, cbs=Spoil())
+    calls = []
+    for name in ('item', '__float__', '__int__', '__index__', '__bool__', 'tolist', 'numpy', 'cpu'):
+        orig = getattr(torch.Tensor, name)
+        def counting(self, *a, _orig=orig, _name=name, **k):
+            caller = sys._getframe(1).f_code.co_filename
+            # the loaders' collate and the loss's target check read CPU tensors only (before they go to the device,
+            # and `if t.device.type == 'cpu'`): not a sync. Everything else counts, the optimizer and the guard included.
+            if '/minifast/' in caller and '/minifast/data/' not in caller and not caller.endswith('losses.py'): calls.append((_name, caller.rsplit('/minifast/', 1)[1], sys._getframe(1).f_lineno))
+            return _orig(self, *a, **k)
+        monkeypatch.setattr(torch.Tensor, name, counting)
+    with pytest.warns(RuntimeWarning, match='were skipped'): learn.fit(2)
+    monkeypatch.undo()
+    n = len(synth_dls.train)
+    assert learn.recorder.skipped_steps == [len([i for i in range(e * n, (e + 1) * n) if i % 3]) for e in range(2)]
+    assert all(torch.isfinite(p).all() for p in learn.model.parameters())
+    assert len(calls) <= 2 * 2, calls  # per epoch: losses and skipped steps in one read, the metric in another
+
+
+def test_lr_find_sees_the_divergence_that_the_guard_stands_aside_for(synth_dls):
+    "lr_find looks for the learning rate at which the loss blows up: StepGuard stands aside, then guards the next fit."
+    learn = Learner(synth_dls, make_mlp())
+    seen = []
+    class Watch(Callback):
+        def after_batch(self):
+            if self.learn.training: seen.append(self.learn.step_guard.active)
+    learn.add_cb(Watch())
+    with learn.no_bar(): learn.lr_find(start_lr=1e-4, end_lr=1e8, num_it=80, show_plot=False)
+    losses = learn.recorder.losses
+    assert seen and not any(seen) and len(losses) < 80
+    assert not np.isfinite(losses[-1]) or losses[-1] > 4 * min(losses)  # stopped at the divergence
+    seen.clear()
+    with learn.no_bar(): learn.fit(1)
+    assert seen and all(seen)
+
+
 def test_one_cycle_schedule_values(synth_dls):
     learn = Learner(synth_dls, make_mlp())
     with learn.no_bar(): learn.fit_one_cycle(2, lr_max=1e-2, div=25., div_final=1e5, pct_start=0.25)

@@ -41,7 +41,8 @@ def test_adam_equals_torch_adamw():
     m1, m2 = make_model(), make_model()
     xs = batches(6)
     train(m1, Adam(layer_groups(m1), lr=3e-2, mom=0.8, sqr_mom=0.95, eps=1e-6, wd=0.1), xs)
-    train(m2, torch.optim.AdamW(m2.parameters(), lr=3e-2, betas=(0.8, 0.95), eps=1e-6, weight_decay=0.1), xs)
+    # the wrapper picks torch's fused kernel (see test_fast_kernels): the same steps as torch's fused AdamW
+    train(m2, torch.optim.AdamW(m2.parameters(), lr=3e-2, betas=(0.8, 0.95), eps=1e-6, weight_decay=0.1, fused=True), xs)
     assert not torch.equal(m1[0].weight, make_model()[0].weight)  # it did train
     for a, b in zip(m1.parameters(), m2.parameters()): torch.testing.assert_close(a, b, rtol=0, atol=1e-7)
 
@@ -60,7 +61,7 @@ def test_adam_l2_equals_torch_adam():
     opt = Adam(m1.parameters(), lr=1e-2, wd=0.05, decouple_wd=False)
     assert type(opt.torch_opt) is torch.optim.Adam
     train(m1, opt, xs)
-    train(m2, torch.optim.Adam(m2.parameters(), lr=1e-2, betas=(0.9, 0.99), eps=1e-5, weight_decay=0.05), xs)
+    train(m2, torch.optim.Adam(m2.parameters(), lr=1e-2, betas=(0.9, 0.99), eps=1e-5, weight_decay=0.05, fused=True), xs)
     for a, b in zip(m1.parameters(), m2.parameters()): torch.testing.assert_close(a, b, rtol=0, atol=1e-7)
 
 
@@ -255,13 +256,151 @@ def test_layer_groups_input_forms():
 
 
 def test_fast_kernels():
-    "foreach by default off the GPU; fused (where torch has it, e.g. AdamW on CPU) passes through and matches torch."
+    "fused by default where torch has it (Adam, AdamW, SGD, also on the CPU), foreach otherwise; an explicit choice passes through."
     m1, m2 = make_model(), make_model()
-    opt = Adam(m1.parameters(), lr=1e-2)
-    assert opt.torch_opt.defaults['foreach'] is True
+    for opt in (Adam(m1.parameters()), Adam(m1.parameters(), decouple_wd=False), SGD(m1.parameters(), mom=0.9)):
+        assert opt.torch_opt.defaults['fused'] is True and not opt.torch_opt.defaults['foreach'] and opt.can_skip_step
+    for opt in (RMSProp(m1.parameters()), Adam(m1.parameters(), foreach=True)):
+        assert opt.torch_opt.defaults['foreach'] is True and not opt.torch_opt.defaults.get('fused') and not opt.can_skip_step
     opt = Adam(m1.parameters(), lr=1e-2, fused=True)
     assert opt.torch_opt.defaults['fused'] is True and not opt.torch_opt.defaults['foreach']
     xs = batches(3)
     train(m1, opt, xs)
     train(m2, torch.optim.AdamW(m2.parameters(), lr=1e-2, betas=(0.9, 0.99), eps=1e-5, fused=True), xs)
     assert same_params(m1, m2)
+
+
+FUSED_AND_FOREACH = {
+    'adamw': lambda g, **k: Adam(g, lr=3e-2, wd=0.1, **k),
+    'adam_l2': lambda g, **k: Adam(g, lr=3e-2, wd=0.1, decouple_wd=False, **k),
+    'sgd_mom_wd': lambda g, **k: SGD(g, lr=0.1, mom=0.9, wd=0.1, **k),
+    'sgd_l2': lambda g, **k: SGD(g, lr=0.1, mom=0.9, wd=0.1, decouple_wd=False, **k),
+    'sgd': lambda g, **k: SGD(g, lr=0.1, **k),
+}
+
+
+@pytest.mark.parametrize('name', list(FUSED_AND_FOREACH))
+def test_fused_and_foreach_take_the_same_steps(name):
+    """The default (fused, also on the CPU) and foreach take the same step from the same state, up to float rounding:
+    weights and moments, at each of 12 steps. (Over many steps the two drift apart by more than rounding: Adam divides
+    by the root of tiny second moments, which turns a rounding difference in a near-zero gradient into one of order lr.)"""
+    make_opt = FUSED_AND_FOREACH[name]
+    model = make_model()
+    fused = make_opt(layer_groups(model))
+    assert fused.torch_opt.defaults['fused']
+    for x in batches(12):
+        twin = copy.deepcopy(model)
+        foreach = make_opt(layer_groups(twin), foreach=True)
+        assert foreach.torch_opt.defaults['foreach']
+        foreach.load_state_dict(fused.state_dict())
+        for m, o in ((model, fused), (twin, foreach)):
+            m(x).pow(2).mean().backward(); o.step(); o.zero_grad()
+        for a, b in zip(model.parameters(), twin.parameters()): torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
+        s1, s2 = fused.torch_opt.state_dict()['state'], foreach.torch_opt.state_dict()['state']
+        assert s1.keys() == s2.keys()
+        for i in s1:
+            assert s1[i].keys() == s2[i].keys()
+            for k in s1[i]: torch.testing.assert_close(s1[i][k].float(), s2[i][k].float(), rtol=1e-6, atol=1e-7)
+    assert not same_params(model, make_model())
+
+
+def test_fused_and_foreach_train_alike():
+    "Five steps of the same training, fused and foreach, end at the same weights up to the drift described above."
+    m1, m2 = make_model(), make_model()
+    xs = batches(5)
+    train(m1, Adam(layer_groups(m1), lr=1e-3), xs)
+    train(m2, Adam(layer_groups(m2), lr=1e-3, foreach=True), xs)
+    for a, b in zip(m1.parameters(), m2.parameters()): torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+def full_state(model, opt):
+    "Weights, BatchNorm buffers and the torch optimizer's state (moments, step counts), cloned."
+    return ({k: v.clone() for k, v in model.state_dict().items()},
+            {i: {k: v.clone() for k, v in s.items()} for i, s in opt.torch_opt.state_dict()['state'].items()})
+
+
+def same_state(a, b):
+    (ma, oa), (mb, ob) = a, b
+    return (ma.keys() == mb.keys() and all(torch.equal(ma[k], mb[k]) for k in ma) and oa.keys() == ob.keys()
+            and all(oa[i].keys() == ob[i].keys() and all(torch.equal(oa[i][k], ob[i][k]) for k in oa[i]) for i in oa))
+
+
+def bad_step(model, opt, value):
+    "A batch whose loss is `value` (NaN or inf): stepped with found_inf from the gradients, then zero_grad."
+    (model(batches(1, seed=9)[0]).pow(2).mean() * value).backward()
+    found_inf = opt.flag_non_finite_grads(torch.zeros(()))
+    assert found_inf.item() == 1
+    opt.step(found_inf=found_inf)
+    opt.zero_grad()
+
+
+@pytest.mark.parametrize('value', [float('nan'), float('inf')])
+@pytest.mark.parametrize('name', list(FUSED_AND_FOREACH))
+def test_a_step_with_found_inf_changes_nothing_and_training_goes_on_as_without_it(name, value):
+    "Weights, moments and step counts are exactly those before the bad step, and the next steps are those of a run without it."
+    make_opt = FUSED_AND_FOREACH[name]
+    m1, m2 = make_model(), make_model()
+    opt1, opt2 = make_opt(layer_groups(m1)), make_opt(layer_groups(m2))
+    xs = batches(6)
+    train(m1, opt1, xs[:3]); train(m2, opt2, xs[:3])
+    before = full_state(m1, opt1)
+    m1.eval()  # BatchNorm's running statistics are StepGuard's business: the optimizer does not touch them
+    bad_step(m1, opt1, value)
+    m1.train()
+    assert same_state(full_state(m1, opt1), before)
+    train(m1, opt1, xs[3:]); train(m2, opt2, xs[3:])
+    assert same_state(full_state(m1, opt1), full_state(m2, opt2))
+    # a good step with found_inf = 0 is the ordinary step
+    for m, o in ((m1, opt1), (m2, opt2)): m(xs[0]).pow(2).mean().backward()
+    opt1.step(found_inf=opt1.flag_non_finite_grads(torch.zeros(()))); opt2.step()
+    assert same_state(full_state(m1, opt1), full_state(m2, opt2))
+
+
+def test_sgd_with_momentum_whose_first_step_is_skipped_then_trains_as_without_it():
+    "torch's fused SGD would allocate the momentum buffers of a first step uninitialised, also when it skips it: they start at zero."
+    m1, m2 = make_model(), make_model()
+    opt1, opt2 = SGD(layer_groups(m1), lr=0.1, mom=0.9), SGD(layer_groups(m2), lr=0.1, mom=0.9)
+    m1.eval(); bad_step(m1, opt1, float('nan')); m1.train()
+    assert same_params(m1, m2)
+    assert all(torch.equal(s['momentum_buffer'], torch.zeros_like(s['momentum_buffer'])) for s in opt1.torch_opt.state.values())
+    xs = batches(4)
+    train(m1, opt1, xs); train(m2, opt2, xs)
+    assert same_params(m1, m2)
+
+
+def test_flag_non_finite_grads():
+    "1 for a NaN, +inf or -inf anywhere in a gradient (a parameter without one is left out), 0 otherwise; the gradients keep their values."
+    model = make_model()
+    opt = Adam(layer_groups(model))
+    model(batches(1)[0]).pow(2).mean().backward()
+    model[5].bias.grad = None
+    grads = [p.grad.clone() for p in model.parameters() if p.grad is not None]
+    assert opt.flag_non_finite_grads(torch.zeros(())).item() == 0
+    assert all(torch.equal(g, p.grad) for g, p in zip(grads, [p for p in model.parameters() if p.grad is not None]))
+    assert opt.flag_non_finite_grads(torch.ones(())).item() == 1  # a flag already set (a bad loss) stays set
+    for bad in (float('nan'), float('inf'), -float('inf')):
+        g = model[3].weight.grad
+        old, g[2, 1] = g[2, 1].item(), bad
+        found = torch.zeros(())
+        assert opt.flag_non_finite_grads(found) is found and found.item() == 1
+        g[2, 1] = old
+
+
+def test_found_inf_needs_an_optimizer_that_can_skip_on_the_device():
+    model = make_model()
+    for opt in (RMSProp(model.parameters()), Adam(model.parameters(), foreach=True)):
+        model(batches(1)[0]).pow(2).mean().backward()
+        with pytest.raises(ValueError, match='cannot skip a step on the device'): opt.step(found_inf=torch.zeros(()))
+        opt.zero_grad()
+
+
+def test_fused_sgd_with_momentum_steps_after_unfreeze():
+    "torch's fused SGD fails when only some parameters of a group have a momentum buffer (after unfreeze): not through the wrapper."
+    m1, m2 = make_model(), make_model()
+    opts = [SGD(layer_groups(m), lr=0.1, mom=0.9, wd=0.01, **k) for m, k in ((m1, {}), (m2, {'foreach': True}))]
+    for o in opts: o.freeze()
+    xs = batches(4)
+    train(m1, opts[0], xs[:2]); train(m2, opts[1], xs[:2])
+    for o in opts: o.unfreeze()
+    train(m1, opts[0], xs[2:]); train(m2, opts[1], xs[2:])
+    for a, b in zip(m1.parameters(), m2.parameters()): torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)

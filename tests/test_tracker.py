@@ -156,15 +156,53 @@ def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_good_weights():
     assert all(p.grad is None or torch.isfinite(p.grad).all() for p in learn.model.parameters())
 
 
-def test_without_the_callback_nan_spreads_to_the_weights_and_the_recorder_says_so():
-    "The reference behaviour the callback prevents: the weights are lost, and the Recorder warns once, at the end of the epoch."
-    learn = learner(model=NaNAt(at=5))
+def test_without_the_callback_the_guard_skips_the_nan_steps_and_the_recorder_says_so():
+    """The default StepGuard skips every step with a NaN loss on the device: the weights stay those of the last good step,
+    training goes on, and the Recorder warns once, at the end of the first epoch with skipped steps, with their number."""
+    learn, weights = learner(model=NaNAt(at=5)), WeightsBeforeBatch()
+    with pytest.warns(RuntimeWarning) as caught: learn.fit(3, 0.1, cbs=weights)
+    assert learn.model.calls == 9  # every batch ran
+    now = learn.model.state_dict()
+    assert all(torch.equal(now[k], weights.last[k]) for k in now)  # the last 5 steps were skipped
+    assert all(torch.isfinite(p).all() for p in learn.model.parameters())
+    assert learn.recorder.skipped_steps == [0, 2, 3]
+    messages = [str(w.message) for w in caught if 'Recorder' in str(w.message)]
+    assert len(messages) == 1, messages  # epochs 1 and 2 skip steps: one warning per fit
+    assert re.match(r'Recorder: 2 of the 3 training steps of epoch 1 had a NaN or infinite loss or gradients '
+                    r'and were skipped \(the first at training batch 1\): the weights, the optimiser state and BatchNorm.*'
+                    r'Lower the learning rate.*cbs=TerminateOnNaNCallback\(\)', messages[0]), messages
+    assert all(math.isfinite(v) for v in learn.recorder.losses)  # the NaN losses stay out of the smoothed loss
+    assert all(math.isfinite(row[0]) and math.isfinite(row[1]) for row in learn.recorder.values)
+
+
+@pytest.mark.parametrize('opt_func', ['RMSProp', 'Adam(foreach=True)'])
+def test_an_optimiser_that_cannot_skip_on_the_device_spreads_nan_to_the_weights_and_the_recorder_says_so(opt_func):
+    "The fallback: without a fused kernel the bad steps are taken; the Recorder warns once, at the end of the epoch, and says why."
+    from functools import partial
+    from minifast.optimizer import Adam, RMSProp
+    learn = Learner(make_dls(), NaNAt(at=5), opt_func=RMSProp if opt_func == 'RMSProp' else partial(Adam, foreach=True))
+    learn.remove_cb(learn.progress)
     with pytest.warns(RuntimeWarning) as caught: learn.fit(3, 0.1)
     assert not all(torch.isfinite(p).all() for p in learn.model.parameters())
+    assert learn.recorder.skipped_steps == [0, 0, 0] and not learn.step_guard.active
+    name = 'RMSprop' if opt_func == 'RMSProp' else 'AdamW'
+    assert learn.step_guard.fallback.startswith(f'{name} cannot skip a step on the device')
     messages = [str(w.message) for w in caught if 'Recorder' in str(w.message)]
     assert len(messages) == 1, messages  # epochs 1 and 2 are NaN: one warning per fit
     assert re.match(r'Recorder: the training loss is nan and the validation loss is nan at epoch 1 '
-                    r'\(from training batch 1 on\)\..*lower the learning rate.*cbs=TerminateOnNaNCallback\(\)', messages[0]), messages
+                    r'\(from training batch 1 on\)\. A NaN or infinite loss is back-propagated and stepped into every '
+                    r'weight, and the model does not recover: lower the learning rate.*cbs=TerminateOnNaNCallback\(\) '
+                    rf'to stop at the first bad batch with the weights of the last good step\. StepGuard could not skip '
+                    rf'the bad steps: {name} cannot skip a step on the device; ', messages[0]), messages
+
+
+def test_without_any_default_callback_nan_spreads_to_the_weights():
+    "default_cbs=False: no StepGuard (and no Recorder): the weights take the NaN step, as with a plain PyTorch loop."
+    from minifast.callback.core import TrainEvalCallback
+    learn = Learner(make_dls(), NaNAt(at=5), default_cbs=False, cbs=TrainEvalCallback())
+    learn.fit(2, 0.1)
+    assert not hasattr(learn, 'step_guard')
+    assert not all(torch.isfinite(p).all() for p in learn.model.parameters())
 
 
 def test_a_nan_validation_loss_alone_is_reported_and_a_finite_fit_says_nothing():
