@@ -1,0 +1,45 @@
+"minifast keeps freed large blocks for reuse (glibc `mallopt`), unless MINIFAST_KEEP_FREED_MEMORY=0 says not to."
+import os
+import subprocess
+import sys
+
+import pytest
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith('linux') or not os.confstr('CS_GNU_LIBC_VERSION').startswith('glibc'),
+                                reason='the setting exists only with glibc')
+
+# In a fresh process: import minifast, then how many bytes glibc maps on their own for one 64 MB tensor.
+PROBE = """
+import ctypes, torch
+import minifast.vision.all
+class Info(ctypes.Structure):
+    _fields_ = [(n, ctypes.c_size_t) for n in ('arena', 'ordblks', 'smblks', 'hblks', 'hblkhd', 'usmblks', 'fsmblks', 'uordblks', 'fordblks', 'keepcost')]
+info = ctypes.CDLL('libc.so.6').mallinfo2
+info.restype = Info
+before = info().hblkhd
+t = torch.empty(64 * 2**20, dtype=torch.uint8)
+print(info().hblkhd - before)
+"""
+
+
+def _mapped(env_value):
+    env = {k: v for k, v in os.environ.items() if k != 'MINIFAST_KEEP_FREED_MEMORY'}
+    if env_value is not None: env['MINIFAST_KEEP_FREED_MEMORY'] = env_value
+    out = subprocess.run([sys.executable, '-c', PROBE], env=env, capture_output=True, text=True, check=True)
+    return int(out.stdout.split()[-1])
+
+
+def test_import_keeps_large_blocks_in_the_heap():
+    assert _mapped(None) == 0
+
+
+def test_opt_out_leaves_glibc_mapping_large_blocks():
+    assert _mapped('0') >= 64 * 2**20
+
+
+def test_keep_freed_memory_can_be_turned_off_and_on():
+    from minifast.core import keep_freed_memory
+    try:
+        assert keep_freed_memory(False) is True
+    finally:
+        assert keep_freed_memory(True) is True
