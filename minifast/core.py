@@ -40,8 +40,8 @@ import ctypes
 import os
 import sys
 
-_M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4   # mallopt's parameter numbers, from glibc's malloc.h
-_GLIBC_DEFAULTS = {_M_TRIM_THRESHOLD: 128 * 1024, _M_MMAP_MAX: 65536}
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3   # mallopt's parameter numbers, from glibc's malloc.h
+_GLIBC_DEFAULTS = {_M_TRIM_THRESHOLD: 128 * 1024, _M_MMAP_THRESHOLD: 128 * 1024}
 
 def _libc():
     "The C library as ctypes sees it, when it is glibc; else None."
@@ -49,11 +49,13 @@ def _libc():
     try: return ctypes.CDLL('libc.so.6')
     except OSError: return None
 
-def keep_freed_memory(enable: bool = True, keep_mb: int = 1024) -> bool:
-    "Make glibc keep freed large blocks (up to `keep_mb` MB) for reuse instead of unmapping them; `False` puts back glibc's default values. True when applied."
+def keep_freed_memory(enable: bool = True, max_block_mb: int = 256, keep_mb: int = 1024) -> bool:
+    """Make glibc keep freed blocks of up to `max_block_mb` MB for reuse (and up to `keep_mb` MB of free memory at the top of
+    its heap) instead of unmapping them; larger blocks are still returned when freed. `False` puts back glibc's starting
+    values. True when applied."""
     libc = _libc()
     if libc is None: return False
-    settings = {_M_MMAP_MAX: 0, _M_TRIM_THRESHOLD: keep_mb * 2**20} if enable else _GLIBC_DEFAULTS
+    settings = {_M_MMAP_THRESHOLD: max_block_mb * 2**20, _M_TRIM_THRESHOLD: keep_mb * 2**20} if enable else _GLIBC_DEFAULTS
     return all(libc.mallopt(k, v) == 1 for k, v in settings.items())   # mallopt returns 1 on success
 
 if os.environ.get('MINIFAST_KEEP_FREED_MEMORY', '1') != '0': keep_freed_memory()

@@ -16,7 +16,7 @@ import torch
 
 from .data.core import DataLoader, DataLoaders, Datasets
 from .data.transforms import FuncTransform, Pipeline, Transform
-from .learner import Learner, atomic_torch_save
+from .learner import Learner, atomic_torch_save, is_channels_last
 
 # %% ../nbs/17_export.ipynb #c97d19ec
 _FORMAT = 'minifast-export'
@@ -89,7 +89,8 @@ def export_learner(learn, path, pickle_model=False):
             'type_tfms': [_describe_tfms(p, 'type') for p in dsets.pipelines],
             'item_tfms': [_describe_tfms(p, 'item') for p in dl.after_item],
             'batch_tfms': [_describe_tfms(p, 'batch') for p in dl.after_batch],
-            'loss_func': _loss_description(learn.loss_func) if not pickle_model else None}
+            'loss_func': _loss_description(learn.loss_func) if not pickle_model else None,
+            'channels_last': is_channels_last(learn.model)}
     state = {'minifast_export': json.dumps(desc), 'model': {k: v.detach().cpu() for k, v in learn.model.state_dict().items()},
              'loss_state': {k: v.cpu() for k, v in learn.loss_func.named_buffers()} if hasattr(learn.loss_func, 'named_buffers') else {}}
     if pickle_model:
@@ -164,4 +165,5 @@ def load_learner(fname, cpu=True, allow_pickle=False):
     model.eval()
     learn = Learner(_inference_dls(desc, device), model.to(device), loss_func=loss)
     learn.model_config = desc['model']
+    if desc.get('channels_last'): learn.to_channelslast()   # as it was exported (loading copies into NCHW weights)
     return learn

@@ -8,7 +8,7 @@ import pytest
 pytestmark = pytest.mark.skipif(not sys.platform.startswith('linux') or not os.confstr('CS_GNU_LIBC_VERSION').startswith('glibc'),
                                 reason='the setting exists only with glibc')
 
-# In a fresh process: import minifast, then how many bytes glibc maps on their own for one 64 MB tensor.
+# In a fresh process: import minifast, then how many bytes glibc maps on their own for one tensor of MB megabytes.
 PROBE = """
 import ctypes, torch
 import minifast.vision.all
@@ -17,20 +17,24 @@ class Info(ctypes.Structure):
 info = ctypes.CDLL('libc.so.6').mallinfo2
 info.restype = Info
 before = info().hblkhd
-t = torch.empty(64 * 2**20, dtype=torch.uint8)
+t = torch.empty(MB * 2**20, dtype=torch.uint8)
 print(info().hblkhd - before)
 """
 
 
-def _mapped(env_value):
+def _mapped(env_value, mb=64):
     env = {k: v for k, v in os.environ.items() if k != 'MINIFAST_KEEP_FREED_MEMORY'}
     if env_value is not None: env['MINIFAST_KEEP_FREED_MEMORY'] = env_value
-    out = subprocess.run([sys.executable, '-c', PROBE], env=env, capture_output=True, text=True, check=True)
+    out = subprocess.run([sys.executable, '-c', PROBE.replace('MB', str(mb))], env=env, capture_output=True, text=True, check=True)
     return int(out.stdout.split()[-1])
 
 
 def test_import_keeps_large_blocks_in_the_heap():
     assert _mapped(None) == 0
+
+
+def test_blocks_over_256_mb_are_still_mapped_and_returned():
+    assert _mapped(None, mb=300) >= 300 * 2**20
 
 
 def test_opt_out_leaves_glibc_mapping_large_blocks():

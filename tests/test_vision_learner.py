@@ -175,3 +175,63 @@ def test_function_cut_learner_has_body_and_head_groups_and_needs_pickle_to_expor
     learn = vision_learner(dls, efficientnet_lite0, cut=lambda m: m._conv_stem, path=tmp_path)
     assert len(learn.opt.hypers) == 2 and learn.model_config is None
     with pytest.raises(ValueError, match='cut with a function'): learn.export('f.pkl')
+
+
+# ---- channels-last ------------------------------------------------------------------------------------
+def _conv_weights(model): return [p for p in model.parameters() if p.ndim == 4 and p.shape[2] * p.shape[3] > 1 and p.shape[1] > 1]  # a 1x1 or depthwise kernel is both layouts
+
+
+def test_vision_learner_stores_conv_weights_channels_last_by_default(dls):
+    from minifast.learner import is_channels_last
+    learn = vision_learner(dls, resnet18, pretrained=False)
+    assert learn.channels_last and is_channels_last(learn.model)
+    assert all(p.is_contiguous(memory_format=torch.channels_last) and not p.is_contiguous() for p in _conv_weights(learn.model))
+    plain = vision_learner(dls, resnet18, pretrained=False, channels_last=False)
+    assert not plain.channels_last and all(p.is_contiguous() for p in _conv_weights(plain.model))
+
+
+@pytest.mark.parametrize('arch', [resnet18, efficientnet_lite0])
+def test_channels_last_model_computes_what_the_nchw_model_computes(dls, arch):
+    learn = vision_learner(dls, arch, pretrained=False, channels_last=False)
+    learn.model.eval()
+    x = torch.randn(3, 3, 64, 64)
+    with torch.no_grad():
+        ref = learn.model(x)
+        out = learn.to_channelslast().model(x)
+        assert learn.channels_last
+        torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-4)
+        assert torch.equal(learn.to_contiguous().model(x), ref) and not learn.channels_last
+
+
+def test_to_channelslast_mid_training_converts_the_optimiser_state(dls):
+    "Adam's moments follow the weights' layout; training then goes on as it would have in NCHW (up to rounding)."
+    torch.manual_seed(0)
+    a = vision_learner(dls, resnet18, pretrained=False, channels_last=False)
+    b = vision_learner(dls, resnet18, pretrained=False, channels_last=False)
+    b.model.load_state_dict(a.model.state_dict())
+    xb, yb = torch.randn(4, 3, 32, 32), torch.tensor([0, 1, 0, 1])
+    def step(learn, seed):
+        torch.manual_seed(seed)   # the same dropout masks in both
+        learn.model.train()
+        loss = learn.loss_func(learn.model(xb), yb)
+        loss.backward(); learn.opt.step(); learn.opt.zero_grad()
+    for learn in (a, b): learn.create_opt(); step(learn, 1)
+    b.to_channelslast()
+    w = b.model[0][0].weight
+    state = b.opt.torch_opt.state[w]
+    assert state['exp_avg'].is_contiguous(memory_format=torch.channels_last) and not state['exp_avg'].is_contiguous()
+    for learn in (a, b): step(learn, 2)
+    torch.testing.assert_close(b.model[0][0].weight, a.model[0][0].weight, rtol=1e-4, atol=1e-5)
+    assert b.channels_last
+
+
+def test_export_and_load_keep_the_memory_format(dls, tmp_path):
+    from minifast.export import load_learner
+    for channels_last in (True, False):
+        learn = vision_learner(dls, resnet18, pretrained=False, channels_last=channels_last)
+        learn.export(tmp_path/f'm{channels_last}.pkl')
+        loaded = load_learner(tmp_path/f'm{channels_last}.pkl')
+        assert loaded.channels_last == channels_last
+        x = torch.randn(2, 3, 32, 32)
+        learn.model.eval()
+        with torch.no_grad(): torch.testing.assert_close(loaded.model(x), learn.model(x), rtol=1e-4, atol=1e-4)
