@@ -43,13 +43,15 @@ def config(args) -> dict:
              pass_workers=[0, 8] if gpu else [0, 2], train_workers=8 if gpu else 2,
              passes=2, import_runs=5, lr_find_it=100, ft_epochs=2,
              err_presize=460 if gpu else 80, err_size=224 if gpu else 64, err_epochs=4, err_seeds=[0, 1, 2],
-             ceiling_steps=30 if gpu else 5)
+             ceiling_steps=30 if gpu else 5, valley_seeds=[0, 1, 2])
     if args.quick:
-        c.update(n_per_breed=8, passes=1, import_runs=2, lr_find_it=20, ft_epochs=1, err_epochs=1, err_seeds=[0],
+        c.update(valley_seeds=[0], n_per_breed=8, passes=1, import_runs=2, lr_find_it=20, ft_epochs=1, err_epochs=1, err_seeds=[0],
                  ceiling_steps=3 if not gpu else 10)
     for k in ('n_per_breed', 'err_epochs', 'ft_epochs', 'import_runs', 'passes', 'lr_find_it', 'train_workers'):
         if getattr(args, k) is not None: c[k] = getattr(args, k)
     if args.err_seeds is not None: c['err_seeds'] = [int(s) for s in args.err_seeds.split(',')]
+    if args.valley_seeds is not None: c['valley_seeds'] = [int(s) for s in args.valley_seeds.split(',')]
+    c['only'] = args.only
     return c
 
 
@@ -340,11 +342,32 @@ class Runner:
 
 def median_of(results, key): return statistics.median(r[key] for r in results)
 
+def _measure_lr_find(run, c, m):
+    print('lr_find', flush=True)
+    res = run.alternate('lr_find')
+    for lib in LIBS:
+        for k in ('lr_find_s', 'valley', 'lr_find_iters', 'lr_find_s_per_it'): m[lib][k] = res[lib][0][k]
+    from minifast.callback.schedule import valley  # this parent runs in minifast's venv
+    for lib in LIBS:
+        lrs, losses = res[lib][0]['lr_curve']
+        m[lib]['valley_same_rule'] = valley(lrs, losses)[0]
+    extra = [s for s in c['valley_seeds'] if s != c['seed']]
+    if extra:   # one seed's curve is noisy: the suggestion moves 2x with rounding alone, so compare medians over seeds
+        print(f'lr_find suggestion over seeds {c["valley_seeds"]}', flush=True)
+        valleys = {lib: {c['seed']: m[lib]['valley']} for lib in LIBS}
+        for s in extra:
+            for lib in LIBS: valleys[lib][s] = run(lib, 'lr_find', seed=s)['valley']
+        for lib in LIBS:
+            m[lib]['valleys'] = valleys[lib]
+            m[lib]['valley_median'] = statistics.median(valleys[lib].values())
+    return m
+
 def measure(run, c):
     m = {lib: {} for lib in LIBS}
     def put(res, key, name=None, agg=median_of):
         for lib in LIBS: m[lib][name or key] = agg(res[lib], key)
 
+    if c.get('only') == 'lr_find': return _measure_lr_find(run, c, m), (float('nan'), float('nan'))
     print('installed size', flush=True)
     sizes = {lib: run(lib, 'size') for lib in LIBS}
     for lib in LIBS: m[lib].update(packages=sizes[lib]['packages'], installed_mb=sizes[lib]['installed_mb'],
@@ -358,13 +381,7 @@ def measure(run, c):
         put(res, 'pass_ips', f'pass_ips_{w}')
         if w == c['pass_workers'][0]:
             for k in ('dls_s', 'one_batch_s', 'one_batch_first_s'): put(res, k)
-    print('lr_find', flush=True)
-    res = run.alternate('lr_find')
-    for k in ('lr_find_s', 'valley', 'lr_find_iters', 'lr_find_s_per_it'): put(res, k)
-    from minifast.callback.schedule import valley  # this parent runs in minifast's venv
-    for lib in LIBS:
-        lrs, losses = res[lib][0]['lr_curve']
-        m[lib]['valley_same_rule'] = valley(lrs, losses)[0]
+    _measure_lr_find(run, c, m)
     print(f'fine_tune({c["ft_epochs"]})', flush=True)
     res = run.alternate('fine_tune')
     for k in ('epoch_frozen_s', 'epoch_s', 'train_ips', 'max_rss_mb', 'error_rate') + (('max_cuda_mb',) if c['fp16'] else ()):
@@ -397,6 +414,7 @@ def rows(c):
         ('lr_find time per iteration (s)', 'lr_find_s_per_it', '.2f', 'lower', None),
         ('lr_find suggestion (valley)', 'valley', '.2e', None, ('within', 2.0)),
         ("valley by minifast's rule on each library's curve", 'valley_same_rule', '.2e', None, None),
+        (f'lr_find suggestion, median over seeds {c["valley_seeds"]}', 'valley_median', '.2e', None, ('within', 2.0)),
         ('fine_tune: frozen epoch (s)', 'epoch_frozen_s', '.1f', 'lower', None),
         ('fine_tune: unfrozen epoch, mean (s)', 'epoch_s', '.1f', 'lower', ('max', 0.8) if cpu else None),
         ('training throughput, unfrozen (img/s)', 'train_ips', '.1f', 'higher', ('min', 2.0) if not cpu else None),
@@ -422,6 +440,7 @@ def verdict(target, mf, fa):
 def table(m, c) -> str:
     lines = ['| measurement | minifast | fastai 2.8.12 | minifast/fastai | target |', '|---|---:|---:|---:|---|']
     for label, key, fmt, _, target in rows(c):
+        if key not in m['minifast']: continue   # not measured in this run (--only, or one seed)
         mf, fa = m['minifast'][key], m['fastai'][key]
         ratio = f'{mf / fa:.2f}' if fa else '-'
         lines.append(f'| {label} | {mf:{fmt}} | {fa:{fmt}} | {ratio} | {verdict(target, mf, fa)} |')
@@ -451,6 +470,10 @@ def uptime() -> str:
 
 def _sizes(detail): return ', '.join(f'{n} {mb:.1f}' for n, mb in sorted(detail['package_mb'].items(), key=lambda kv: -kv[1]))
 
+def _valleys_line(m):
+    return '- lr_find suggestion per seed: ' + '; '.join(
+        f"{lib} " + ', '.join(f'{s}: {v:.2e}' for s, v in m[lib]['valleys'].items()) for lib in LIBS)
+
 def write_results(path, c, m, ceiling, args, started, loads, versions, elapsed, commits):
     sd = {lib: m[lib]['size_detail'] for lib in LIBS}
     text = f"""# minifast against fastai {FASTAI_VERSION}
@@ -469,6 +492,7 @@ Written by `benchmarks/bench_vs_fastai.py` (see benchmarks/README.md for what ea
   error rate at {c['err_size']} px from `Resize({c['err_presize']})`, seeds {c['err_seeds']}: minifast {', '.join(f'{e:.3f}' for e in m['minifast']['error_rates'])}; fastai {', '.join(f'{e:.3f}' for e in m['fastai']['error_rates'])}
 - Ceiling (same network on random tensors already on the device): {ceiling[0]:.1f} img/s with glibc's default allocator
   settings (the share row divides by this); {ceiling[1]:.1f} img/s with freed large blocks kept for reuse, as `import minifast` sets
+{_valleys_line(m) if 'valleys' in m['minifast'] else ''}
 {'- **--quick run: fewer images, epochs and seeds; for checking the harness only.**' if args.quick else ''}
 
 {table(m, c)}
@@ -491,6 +515,8 @@ def main():
     p.add_argument('--n-per-breed', type=int); p.add_argument('--err-epochs', type=int); p.add_argument('--ft-epochs', type=int)
     p.add_argument('--err-seeds', help='comma-separated, e.g. 0,1,2'); p.add_argument('--import-runs', type=int)
     p.add_argument('--passes', type=int); p.add_argument('--lr-find-it', type=int); p.add_argument('--train-workers', type=int)
+    p.add_argument('--valley-seeds', help="lr_find's suggestion over these seeds too, e.g. 0,1,2 (seed 0 is the main lr_find run)")
+    p.add_argument('--only', choices=['lr_find'], help='measure only this part (the table then has only its rows)')
     p.add_argument('--results', type=Path, default=ROOT/'benchmarks'/'RESULTS.md', help="'-' to write nothing")
     p.add_argument('--child', help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -517,7 +543,9 @@ def main():
         line = next((l for l in f.read_text().splitlines() if l.startswith('RESULT ')), None)
         if line: loads[2].append(json.loads(line[7:])['load_at_start'][0])
     print('\n' + table(m, c))
-    if str(args.results) != '-':
+    if 'valleys' in m['minifast']: print(_valleys_line(m))
+    if c['only']: print('(--only: nothing written)')
+    elif str(args.results) != '-':
         write_results(args.results, c, m, ceiling, args, started, loads, versions, time.perf_counter() - t0,
                       (commit_before, git_state()))
         print(f'\nwritten to {args.results}')
