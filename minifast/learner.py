@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .core import listify, to_device
+from .core import listify, release_free_memory, to_device
 from .callback.core import (Callback, CancelBackwardException, CancelBatchException, CancelEpochException,
                                     CancelFitException, CancelStepException, CancelTrainException, CancelValidException,
                                     TrainEvalCallback)
@@ -232,11 +232,14 @@ def _cat_emptying(chunks: list):
     if any(c.shape[1:] != first.shape[1:] or c.dtype != first.dtype or c.device != first.device for c in chunks):
         return torch.cat(chunks)  # torch's own error message, or its type promotion
     out = first.new_empty((sum(len(c) for c in chunks),) + tuple(first.shape[1:]))
-    i = 0
+    i, freed = 0, 0
     for j in range(len(chunks)):
         c, chunks[j] = chunks[j], None
         out[i:i + len(c)] = c
         i += len(c)
+        freed += c.nbytes if c.device.type == 'cpu' else 0
+        del c
+        if freed > 32 * 2**20: release_free_memory(); freed = 0   # glibc keeps freed blocks: give these back as we go
     chunks.clear()
     return out
 

@@ -47,3 +47,25 @@ def test_keep_freed_memory_can_be_turned_off_and_on():
         assert keep_freed_memory(False) is True
     finally:
         assert keep_freed_memory(True) is True
+
+
+RELEASE_PROBE = """
+import os, torch
+from minifast.core import release_free_memory
+def rss_mb(): return int(open('/proc/self/statm').read().split()[1]) * os.sysconf('SC_PAGE_SIZE') / 2**20
+blocks = [torch.ones(2**20) for _ in range(50)]   # 50 x 4 MB, written so their pages are resident
+pin = torch.ones(2**20)                            # a live block above them: the heap's top cannot shrink
+before = rss_mb()
+del blocks
+kept = rss_mb()
+assert release_free_memory()
+print(before - kept, before - rss_mb())
+"""
+
+
+def test_release_free_memory_hands_freed_heap_blocks_back():
+    env = {k: v for k, v in os.environ.items() if k != 'MINIFAST_KEEP_FREED_MEMORY'}
+    out = subprocess.run([sys.executable, '-c', RELEASE_PROBE], env=env, capture_output=True, text=True, check=True)
+    dropped_by_free, dropped_by_release = map(float, out.stdout.split())
+    assert dropped_by_free < 50, "kept for reuse after del"
+    assert dropped_by_release > 150, "malloc_trim gave the 200 MB back"

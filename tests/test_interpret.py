@@ -278,7 +278,7 @@ def test_from_learner_on_50k_items_1000_classes_keeps_one_copy():
     "The whole inference pass: softmax batch by batch and a concatenation that frees as it copies, so the scores exist once."
     import os
     # a fixed mmap threshold makes freed blocks leave the resident size, so it measures what is really in use; minifast's
-    # own allocator setting (keep_freed_memory) would keep them in the heap, so it is turned off here
+    # own allocator setting (keep_freed_memory) keeps blocks in the heap, where the resident size depends on its layout
     env = dict(os.environ, MALLOC_MMAP_THRESHOLD_='131072', MINIFAST_KEEP_FREED_MEMORY='0', OMP_NUM_THREADS='1')
     out = subprocess.run([sys.executable, '-c', _FROM_LEARNER_SCRIPT], capture_output=True, text=True, timeout=300, env=env)
     assert out.returncode == 0, out.stderr
