@@ -360,14 +360,15 @@ def _measure_lr_find(run, c, m):
         for lib in LIBS:
             m[lib]['valleys'] = valleys[lib]
             m[lib]['valley_median'] = statistics.median(valleys[lib].values())
-    return m
 
 def measure(run, c):
     m = {lib: {} for lib in LIBS}
     def put(res, key, name=None, agg=median_of):
         for lib in LIBS: m[lib][name or key] = agg(res[lib], key)
 
-    if c.get('only') == 'lr_find': return _measure_lr_find(run, c, m), (float('nan'), float('nan'))
+    if c['only'] == 'lr_find':
+        _measure_lr_find(run, c, m)
+        return m, (float('nan'), float('nan'))
     print('installed size', flush=True)
     sizes = {lib: run(lib, 'size') for lib in LIBS}
     for lib in LIBS: m[lib].update(packages=sizes[lib]['packages'], installed_mb=sizes[lib]['installed_mb'],

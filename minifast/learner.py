@@ -232,14 +232,13 @@ def _cat_emptying(chunks: list):
     if any(c.shape[1:] != first.shape[1:] or c.dtype != first.dtype or c.device != first.device for c in chunks):
         return torch.cat(chunks)  # torch's own error message, or its type promotion
     out = first.new_empty((sum(len(c) for c in chunks),) + tuple(first.shape[1:]))
-    i, freed = 0, 0
+    i, freed, on_cpu = 0, 0, first.device.type == 'cpu'
     for j in range(len(chunks)):
         c, chunks[j] = chunks[j], None
         out[i:i + len(c)] = c
-        i += len(c)
-        freed += c.nbytes if c.device.type == 'cpu' else 0
+        i, freed = i + len(c), freed + c.nbytes
         del c
-        if freed > 32 * 2**20: release_free_memory(); freed = 0   # glibc keeps freed blocks: give these back as we go
+        if on_cpu and freed > 32 * 2**20: release_free_memory(); freed = 0   # glibc keeps freed blocks: give these back as we go
     chunks.clear()
     return out
 
@@ -568,9 +567,8 @@ class Learner:
         self.model.to(memory_format=fmt)   # parameters keep their identity: the optimiser still holds them
         opt = getattr(self.opt, 'torch_opt', self.opt)
         for state in getattr(opt, 'state', {}).values():   # the optimiser's per-parameter state (Adam's moments...) follows
-            if isinstance(state, dict):
-                for k, v in state.items():
-                    if isinstance(v, torch.Tensor) and v.ndim == 4: state[k] = v.contiguous(memory_format=fmt)
+            for k, v in state.items():
+                if isinstance(v, torch.Tensor) and v.ndim == 4: state[k] = v.contiguous(memory_format=fmt)
         return self
 
     @property
