@@ -223,6 +223,35 @@ def test_lr_find_writes_no_files(synth_dls, tmp_path, monkeypatch):
     assert learn.opt is None, "no optimiser before lr_find: none after"
 
 
+def test_lr_find_runs_no_validation_batch(synth_dls):
+    "The search trains only: validation would cost a pass over the valid set at every epoch boundary of the search."
+    learn = Learner(synth_dls, make_mlp())
+    n_train = len(synth_dls.train)   # 6 batches: 30 iterations cross 4 epoch boundaries
+
+    class CountBatches(Callback):
+        def before_fit(self): self.seen = {True: 0, False: 0}
+        def before_batch(self): self.seen[self.learn.training] += 1
+    counter = CountBatches()
+    with learn.no_bar(), learn.added_cbs(counter): learn.lr_find(num_it=30, stop_div=False, show_plot=False)
+    assert n_train < 30 and counter.seen == {True: 30, False: 0}
+
+
+def test_run_valid_and_run_train_gate_only_the_batch_events(synth_dls):
+    "A callback with run_valid=False still hears before/after_validate (as LRFinder needs), but no validation batch."
+    class Log(Callback):
+        run_valid = False
+        def __init__(self): self.events = []
+        def before_validate(self): self.events.append('before_validate')
+        def after_validate(self): self.events.append('after_validate')
+        def before_batch(self): self.events.append(('batch', self.learn.training))
+    class LogTrainOff(Log): run_valid, run_train = True, False
+    log, log_off = Log(), LogTrainOff()
+    learn = Learner(synth_dls, make_mlp())
+    with learn.no_bar(): learn.fit(1, cbs=[log, log_off])
+    n_train, n_valid = len(synth_dls.train), len(synth_dls.valid)
+    assert log.events == [('batch', True)] * n_train + ['before_validate', 'after_validate']
+    assert log_off.events == ['before_validate'] + [('batch', False)] * n_valid + ['after_validate']
+
 def test_ctrl_c_mid_epoch_leaves_a_usable_learner(synth_dls):
     learn = Learner(synth_dls, make_mlp())
 
