@@ -3,10 +3,15 @@
     .venv/bin/python benchmarks/bench_vs_fastai.py                 # full CPU run; writes benchmarks/RESULTS.md
     .venv/bin/python benchmarks/bench_vs_fastai.py --quick         # a few minutes: checks the harness, numbers mean little
     .venv/bin/python benchmarks/bench_vs_fastai.py --device cuda   # resnet34, 224 px from 460, fp16, 8 workers, ~6,000 images
+    python3 benchmarks/bench_vs_fastai.py --device cuda --fastai-python python3   # fastai importable by that interpreter
+                                                                   # (tools/gpu_check.sh on a lent GPU machine)
 
 fastai lives in its own virtual environment, `benchmarks/.venv-fastai` (git-ignored), created on the first run
 with the same torch and torchvision versions as the environment running this script, then
-`pip install fastai==2.8.12`. minifast runs with the interpreter running this script.
+`pip install fastai==2.8.12`. minifast runs with the interpreter running this script. Where nothing can
+be installed (a GPU machine without internet), `--fastai-python` names an interpreter that already imports
+fastai 2.8.12 (installed from carried wheels); the installed-size rows are then left out, since they need
+each library in an environment of its own.
 
 Every measurement is a fresh process per library (this file again, with `--child`), in strict alternation
 minifast, fastai, minifast, fastai...; each process imports torch, sets `torch.set_num_threads(--threads)`,
@@ -49,6 +54,10 @@ def config(args) -> dict:
                  ceiling_steps=3 if not gpu else 10)
     for k in ('n_per_breed', 'err_epochs', 'ft_epochs', 'import_runs', 'passes', 'lr_find_it', 'train_workers'):
         if getattr(args, k) is not None: c[k] = getattr(args, k)
+    if args.pass_workers is not None:
+        c['pass_workers'] = [int(w) for w in args.pass_workers.split(',')]
+        if len(c['pass_workers']) != 2: raise SystemExit('--pass-workers: two numbers, e.g. 0,8')
+    c['sizes'] = args.fastai_python is None   # sizes need each library in its own environment
     if args.err_seeds is not None: c['err_seeds'] = [int(s) for s in args.err_seeds.split(',')]
     if args.valley_seeds is not None: c['valley_seeds'] = [int(s) for s in args.valley_seeds.split(',')]
     c['only'] = args.only
@@ -63,12 +72,14 @@ def _run(cmd, **kw):
 def _version(python, code) -> str:
     return subprocess.run([str(python), '-c', code], check=True, capture_output=True, text=True).stdout.strip()
 
-def ensure_fastai_venv(python=sys.executable) -> Path:
-    "`benchmarks/.venv-fastai/bin/python` with fastai 2.8.12 and the torch/torchvision of `python`, created if missing."
-    from importlib import metadata
-    torch_v, tv_v = (metadata.version(n).split('+')[0] for n in BASELINE)
-    fa_python = FASTAI_VENV/'bin'/'python'
-    if not fa_python.exists():
+def ensure_fastai_venv(python=sys.executable, fa_python=None) -> Path:
+    """`benchmarks/.venv-fastai/bin/python` with fastai 2.8.12 and the torch/torchvision of `python`, created if missing;
+    or `fa_python`, checked the same way but never installed into."""
+    import torch, torchvision
+    torch_v, tv_v = (m.__version__.split('+')[0] for m in (torch, torchvision))
+    given = fa_python is not None
+    fa_python = Path(fa_python) if given else FASTAI_VENV/'bin'/'python'
+    if not given and not fa_python.exists():
         _run([python, '-m', 'venv', FASTAI_VENV])
         # Same torch as minifast, named first so pip does not pick another one to satisfy fastai's torch<3,>=1.10.
         _run([fa_python, '-m', 'pip', 'install', '--disable-pip-version-check', f'torch=={torch_v}',
@@ -76,8 +87,8 @@ def ensure_fastai_venv(python=sys.executable) -> Path:
     got = _version(fa_python, 'import fastai, torch, torchvision; print(fastai.__version__, torch.__version__.split("+")[0], '
                               'torchvision.__version__.split("+")[0])').split()
     if got != [FASTAI_VERSION, torch_v, tv_v]:
-        raise RuntimeError(f'{FASTAI_VENV} has fastai/torch/torchvision {got}, expected {[FASTAI_VERSION, torch_v, tv_v]}: '
-                           f'delete the folder and run again to rebuild it.')
+        fix = 'give it fastai 2.8.12 and the same torch' if given else 'delete the folder and run again to rebuild it'
+        raise RuntimeError(f'{fa_python} has fastai/torch/torchvision {got}, expected {[FASTAI_VERSION, torch_v, tv_v]}: {fix}.')
     return fa_python
 
 
@@ -361,18 +372,35 @@ def _measure_lr_find(run, c, m):
             m[lib]['valleys'] = valleys[lib]
             m[lib]['valley_median'] = statistics.median(valleys[lib].values())
 
+def _put(m, res, key, name=None, agg=median_of):
+    for lib in LIBS: m[lib][name or key] = agg(res[lib], key)
+
+def _measure_fine_tune(run, c, m):
+    "Epoch times and throughput of fine_tune, then the random-tensor ceiling: (ceiling, ceiling with freed blocks kept)."
+    print(f'fine_tune({c["ft_epochs"]})', flush=True)
+    res = run.alternate('fine_tune')
+    for k in ('epoch_frozen_s', 'epoch_s', 'train_ips', 'max_rss_mb', 'error_rate') + (('max_cuda_mb',) if c['fp16'] else ()):
+        _put(m, res, k, 'ft_error_rate' if k == 'error_rate' else k)
+    print('ceiling: random tensors already on the device', flush=True)
+    ceiling = run('minifast', 'ceiling')['ceiling_ips']   # plain torch: glibc's default allocator settings
+    ceiling_kept = run('minifast', 'ceiling', keep_freed=True)['ceiling_ips']
+    for lib in LIBS: m[lib]['ceiling_share'] = m[lib]['train_ips'] / ceiling
+    return ceiling, ceiling_kept
+
 def measure(run, c):
     m = {lib: {} for lib in LIBS}
-    def put(res, key, name=None, agg=median_of):
-        for lib in LIBS: m[lib][name or key] = agg(res[lib], key)
+    def put(res, key, name=None, agg=median_of): _put(m, res, key, name, agg)
 
     if c['only'] == 'lr_find':
         _measure_lr_find(run, c, m)
         return m, (float('nan'), float('nan'))
-    print('installed size', flush=True)
-    sizes = {lib: run(lib, 'size') for lib in LIBS}
-    for lib in LIBS: m[lib].update(packages=sizes[lib]['packages'], installed_mb=sizes[lib]['installed_mb'],
-                                   size_detail=sizes[lib])
+    if c['only'] == 'fine_tune':   # the GPU targets: epoch throughput and the share of the ceiling
+        return m, _measure_fine_tune(run, c, m)
+    if c['sizes']:
+        print('installed size', flush=True)
+        sizes = {lib: run(lib, 'size') for lib in LIBS}
+        for lib in LIBS: m[lib].update(packages=sizes[lib]['packages'], installed_mb=sizes[lib]['installed_mb'],
+                                       size_detail=sizes[lib])
     print('import (one discarded warm-up each, for the file cache)', flush=True)
     run.alternate('import')
     put(run.alternate('import', reps=c['import_runs']), 'import_s')
@@ -383,14 +411,7 @@ def measure(run, c):
         if w == c['pass_workers'][0]:
             for k in ('dls_s', 'one_batch_s', 'one_batch_first_s'): put(res, k)
     _measure_lr_find(run, c, m)
-    print(f'fine_tune({c["ft_epochs"]})', flush=True)
-    res = run.alternate('fine_tune')
-    for k in ('epoch_frozen_s', 'epoch_s', 'train_ips', 'max_rss_mb', 'error_rate') + (('max_cuda_mb',) if c['fp16'] else ()):
-        put(res, k, 'ft_error_rate' if k == 'error_rate' else k)
-    print('ceiling: random tensors already on the device', flush=True)
-    ceiling = run('minifast', 'ceiling')['ceiling_ips']   # plain torch: glibc's default allocator settings
-    ceiling_kept = run('minifast', 'ceiling', keep_freed=True)['ceiling_ips']
-    for lib in LIBS: m[lib]['ceiling_share'] = m[lib]['train_ips'] / ceiling
+    ceiling = _measure_fine_tune(run, c, m)
     print(f'error rate: fine_tune({c["err_epochs"]}) at {c["err_size"]} px, seeds {c["err_seeds"]}', flush=True)
     errs = {lib: [] for lib in LIBS}
     for s in c['err_seeds']:
@@ -475,8 +496,19 @@ def _valleys_line(m):
     return '- lr_find suggestion per seed: ' + '; '.join(
         f"{lib} " + ', '.join(f'{s}: {v:.2e}' for s, v in m[lib]['valleys'].items()) for lib in LIBS)
 
+def _shown_python() -> str:
+    try: return str(Path(sys.executable).relative_to(ROOT))
+    except ValueError: return Path(sys.executable).name
+
 def write_results(path, c, m, ceiling, args, started, loads, versions, elapsed, commits):
-    sd = {lib: m[lib]['size_detail'] for lib in LIBS}
+    if 'size_detail' in m['minifast']:
+        sd = {lib: m[lib]['size_detail'] for lib in LIBS}
+        size_notes = f"""Installed size counts the files in each distribution's RECORD (for minifast, installed editable, its
+source package folder), for the requirement closure of the library minus the closure of torch and
+torchvision; subtracted ({len(sd['fastai']['subtracted'])} distributions): {', '.join(sd['fastai']['subtracted'])}.
+- minifast brings ({sd['minifast']['packages']}, MB): {_sizes(sd['minifast'])}
+- fastai brings ({sd['fastai']['packages']}, MB): {_sizes(sd['fastai'])}"""
+    else: size_notes = 'Installed sizes: not measured in this run (--fastai-python: both libraries share one environment).'
     text = f"""# minifast against fastai {FASTAI_VERSION}
 
 Written by `benchmarks/bench_vs_fastai.py` (see benchmarks/README.md for what each row measures).
@@ -485,7 +517,7 @@ Written by `benchmarks/bench_vs_fastai.py` (see benchmarks/README.md for what ea
 - Machine: {machine()}; device {c['device']}; torch threads {c['threads']} in every process
 - Versions: {versions}
 - minifast commit at the start: {commits[0]}; at the end: {commits[1]}
-- Command: `{' '.join(['.venv/bin/python', 'benchmarks/bench_vs_fastai.py'] + sys.argv[1:])}`
+- Command: `{' '.join([_shown_python(), 'benchmarks/bench_vs_fastai.py'] + sys.argv[1:])}`
 - Load (`uptime`) before: `{loads[0]}`; after: `{loads[1]}`; 1-minute load at the start of the children:
   min {min(loads[2]):.2f}, median {statistics.median(loads[2]):.2f}, max {max(loads[2]):.2f}{' (a loaded machine: other jobs shared the cores, absolute numbers are disturbed; the alternation keeps the ratios fairer)' if max(loads[2]) > 0.5 * (os.cpu_count() or 1) else ''}
 - Work: built-in data set, {37 * c['n_per_breed']} images (`toy_pets(n_per_breed={c['n_per_breed']})`), {c['arch']}, pretrained=False,
@@ -499,11 +531,7 @@ Written by `benchmarks/bench_vs_fastai.py` (see benchmarks/README.md for what ea
 {table(m, c)}
 
 Ratio is minifast / fastai (below 1 is faster for times, above 1 is faster for images/s).
-Installed size counts the files in each distribution's RECORD (for minifast, installed editable, its
-source package folder), for the requirement closure of the library minus the closure of torch and
-torchvision; subtracted ({len(sd['fastai']['subtracted'])} distributions): {', '.join(sd['fastai']['subtracted'])}.
-- minifast brings ({sd['minifast']['packages']}, MB): {_sizes(sd['minifast'])}
-- fastai brings ({sd['fastai']['packages']}, MB): {_sizes(sd['fastai'])}
+{size_notes}
 """
     path.write_text(text)
 
@@ -516,8 +544,11 @@ def main():
     p.add_argument('--n-per-breed', type=int); p.add_argument('--err-epochs', type=int); p.add_argument('--ft-epochs', type=int)
     p.add_argument('--err-seeds', help='comma-separated, e.g. 0,1,2'); p.add_argument('--import-runs', type=int)
     p.add_argument('--passes', type=int); p.add_argument('--lr-find-it', type=int); p.add_argument('--train-workers', type=int)
+    p.add_argument('--pass-workers', help='the two worker counts of the dls.train passes, e.g. 0,8')
+    p.add_argument('--fastai-python', help='an interpreter that imports fastai 2.8.12 with the same torch (no venv is built)')
     p.add_argument('--valley-seeds', help="lr_find's suggestion over these seeds too, e.g. 0,1,2 (seed 0 is the main lr_find run)")
-    p.add_argument('--only', choices=['lr_find'], help='measure only this part (the table then has only its rows)')
+    p.add_argument('--only', choices=['lr_find', 'fine_tune'],
+                   help='measure only this part (the table then has only its rows; fine_tune includes the ceiling)')
     p.add_argument('--results', type=Path, default=ROOT/'benchmarks'/'RESULTS.md', help="'-' to write nothing")
     p.add_argument('--child', help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -528,7 +559,7 @@ def main():
         import torch
         if not torch.cuda.is_available(): p.error('--device cuda: torch sees no CUDA device here.')
     started, t0 = datetime.datetime.now(datetime.timezone.utc), time.perf_counter()
-    pythons = {'minifast': Path(sys.executable), 'fastai': ensure_fastai_venv()}
+    pythons = {'minifast': Path(sys.executable), 'fastai': ensure_fastai_venv(fa_python=args.fastai_python)}
     from minifast.data.external import minifast_home
     from minifast.data.toy_pets import toy_pets
     c['data'] = str(toy_pets(dest=minifast_home()/'data'/f'bench_toy_pets_{c["n_per_breed"]}', n_per_breed=c['n_per_breed']))
@@ -545,6 +576,7 @@ def main():
         if line: loads[2].append(json.loads(line[7:])['load_at_start'][0])
     print('\n' + table(m, c))
     if 'valleys' in m['minifast']: print(_valleys_line(m))
+    if 'ceiling_share' in m['minifast']: print(f'ceiling: {ceiling[0]:.1f} img/s (glibc defaults), {ceiling[1]:.1f} (freed blocks kept)')
     if c['only']: print('(--only: nothing written)')
     elif str(args.results) != '-':
         write_results(args.results, c, m, ceiling, args, started, loads, versions, time.perf_counter() - t0,
