@@ -2,6 +2,7 @@
 
     python benchmarks/bench_fp16.py                          # CUDA if present (fp32 vs fp16 vs bf16), else CPU (fp32 vs bf16)
     python benchmarks/bench_fp16.py --device cpu --bs 8 --size 224 --batches 4
+    python benchmarks/bench_fp16.py --formats channels_last,contiguous   # also the NCHW layout (default on CUDA)
 
 On a CPU without native bfloat16 (AVX2 only, no AVX512-BF16 or AMX) bfloat16 is emulated and an order
 of magnitude slower than float32 (measured: resnet34, 224 px, batch 8 on 2 AVX2 cores: 9.9 s per step
@@ -12,7 +13,8 @@ Each precision runs in a fresh process, so the peak memory of one does not hide 
 the Python interpreter and torch, about the same for every row). Step time is the median over the
 training batches after --warmup, each timed from `before_batch` to `after_batch` with the device
 synchronised, so it covers forward, loss, backward and optimiser step. The data are random images
-already in memory: only the model is measured.
+already in memory: only the model is measured. `--formats` picks the weights' memory layout:
+`channels_last` is `vision_learner`'s default, `contiguous` is PyTorch's NCHW (`learn.to_contiguous()`).
 """
 import argparse
 import json
@@ -39,7 +41,7 @@ def run_one(args):
     dsets = Datasets(list(range(n_train + args.bs)), [[lambda i: base[i % len(base)]], [lambda i: labels[i], Categorize()]],
                      splits=(range(n_train), range(n_train, n_train + args.bs)), kinds=('image', 'category'))
     dls = DataLoaders.from_dsets(dsets, bs=args.bs, device=device, seed=0, num_workers=0)
-    learn = vision_learner(dls, resnet34, pretrained=False)
+    learn = vision_learner(dls, resnet34, pretrained=False, channels_last=args.format == 'channels_last')
     learn.unfreeze()
     learn.remove_cb(learn.progress)
     if args.precision == 'fp16': learn.to_fp16()
@@ -62,7 +64,7 @@ def run_one(args):
     peak = (torch.cuda.max_memory_allocated(device) / 2**20 if device.type == 'cuda'
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     mp = getattr(learn, 'mixed_precision', None)
-    print(json.dumps({'precision': args.precision, 'autocast': str(mp.dtype) if mp else 'none', 'step_ms': step * 1000,
+    print(json.dumps({'precision': args.precision, 'format': args.format, 'autocast': str(mp.dtype) if mp else 'none', 'step_ms': step * 1000,
                       'images_per_s': args.bs / step, 'peak_mb': peak, 'skipped_steps': mp.skipped_steps if mp else 0,
                       'train_loss': learn.recorder.values[-1][0], 'device': str(device),
                       'gpu': torch.cuda.get_device_name(device) if device.type == 'cuda' else None}))
@@ -76,7 +78,10 @@ def main():
     parser.add_argument('--batches', type=int, default=None, help='timed batches (default 30 on CUDA, 2 on the CPU)')
     parser.add_argument('--warmup', type=int, default=None, help='untimed first batches (default 3 on CUDA, 1 on the CPU)')
     parser.add_argument('--precisions', default=None, help='comma-separated, e.g. fp32,fp16,bf16')
+    parser.add_argument('--formats', default=None,
+                        help="memory layouts, comma-separated: channels_last, contiguous (default: both on CUDA, channels_last on the CPU)")
     parser.add_argument('--precision', default=None, help=argparse.SUPPRESS)  # one run, in a child process
+    parser.add_argument('--format', default='channels_last', help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.device is None:
         import torch
@@ -88,22 +93,26 @@ def main():
     if args.precision is not None: return run_one(args)
 
     precisions = (args.precisions or ('fp32,fp16,bf16' if cuda else 'fp32,bf16')).split(',')
+    formats = (args.formats or ('channels_last,contiguous' if cuda else 'channels_last')).split(',')
+    for f in formats:
+        if f not in ('channels_last', 'contiguous'): parser.error(f"--formats: {f!r} is not channels_last or contiguous")
     rows = []
-    for p in precisions:
-        cmd = [sys.executable, __file__, '--precision', p, '--device', args.device, '--size', str(args.size),
-               '--bs', str(args.bs), '--batches', str(args.batches), '--warmup', str(args.warmup)]
-        out = subprocess.run(cmd, capture_output=True, text=True)
-        if out.returncode != 0:
-            print(f"{p}: failed\n{out.stderr[-2000:]}", file=sys.stderr)
-            continue
-        rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    for f in formats:
+        for p in precisions:
+            cmd = [sys.executable, __file__, '--precision', p, '--format', f, '--device', args.device, '--size', str(args.size),
+                   '--bs', str(args.bs), '--batches', str(args.batches), '--warmup', str(args.warmup)]
+            out = subprocess.run(cmd, capture_output=True, text=True)
+            if out.returncode != 0:
+                print(f"{p} {f}: failed\n{out.stderr[-2000:]}", file=sys.stderr)
+                continue
+            rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
     if not rows: sys.exit(1)
     print(f"resnet34, {args.size} px, batch {args.bs}, {args.batches} timed batches on {rows[0]['gpu'] or 'CPU'} "
           f"(peak: {'allocated GPU memory' if cuda else 'process resident size'})")
-    print(f"{'precision':<10}{'autocast':<16}{'step ms':>10}{'img/s':>10}{'peak MB':>10}{'skipped':>9}")
+    print(f"{'precision':<10}{'layout':<15}{'autocast':<16}{'step ms':>10}{'img/s':>10}{'peak MB':>10}{'skipped':>9}")
     ref = rows[0]['step_ms']
     for r in rows:
-        print(f"{r['precision']:<10}{r['autocast']:<16}{r['step_ms']:>10.1f}{r['images_per_s']:>10.1f}{r['peak_mb']:>10.0f}"
+        print(f"{r['precision']:<10}{r['format']:<15}{r['autocast']:<16}{r['step_ms']:>10.1f}{r['images_per_s']:>10.1f}{r['peak_mb']:>10.0f}"
               f"{r['skipped_steps']:>9}   x{ref / r['step_ms']:.2f}")
 
 
