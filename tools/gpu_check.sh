@@ -32,8 +32,9 @@ step() {  # step SECONDS NAME COMMAND...: run with a time limit, everything into
   local rc=${PIPESTATUS[0]}
   echo "== $name: exit $rc after $((SECONDS - t0)) s" | tee -a "$log"
   summary+="$name: exit $rc, $((SECONDS - t0)) s"$'\n'
+  [ "$rc" = 0 ] || failed+=" $name"
 }
-summary=""
+summary="" failed=""
 
 step 30 versions "$python" -c "import torch, torchvision, fastai, fastcore, minifast; print('torch', torch.__version__, 'torchvision', torchvision.__version__, 'fastai', fastai.__version__, 'fastcore', fastcore.__version__, 'minifast', minifast.__version__, 'cuda', torch.cuda.is_available() and torch.cuda.get_device_name(0))"
 [ "$DEVICE" = cuda ] && step 15 nvidia-smi nvidia-smi --query-gpu=name,memory.used,memory.total,clocks.sm,clocks.mem --format=csv
@@ -45,3 +46,4 @@ step 120 bench-fp16 "$python" benchmarks/bench_fp16.py --device "$DEVICE" "${fp[
 step 240 bench-vs-fastai "$python" benchmarks/bench_vs_fastai.py --device "$DEVICE" --fastai-python "$fa_python" \
   --only fine_tune "${vs[@]}"
 echo "== summary" | tee -a "$log"; printf '%s' "$summary" | tee -a "$log"
+[ -z "$failed" ] || { echo "failed:$failed" | tee -a "$log"; exit 1; }
