@@ -389,8 +389,6 @@ def _measure_fine_tune(run, c, m):
 
 def measure(run, c):
     m = {lib: {} for lib in LIBS}
-    def put(res, key, name=None, agg=median_of): _put(m, res, key, name, agg)
-
     if c['only'] == 'lr_find':
         _measure_lr_find(run, c, m)
         return m, (float('nan'), float('nan'))
@@ -403,21 +401,21 @@ def measure(run, c):
                                        size_detail=sizes[lib])
     print('import (one discarded warm-up each, for the file cache)', flush=True)
     run.alternate('import')
-    put(run.alternate('import', reps=c['import_runs']), 'import_s')
+    _put(m, run.alternate('import', reps=c['import_runs']), 'import_s')
     for w in c['pass_workers']:
         print(f'data: {w} workers', flush=True)
         res = run.alternate('pass', reps=1, workers=w)
-        put(res, 'pass_ips', f'pass_ips_{w}')
+        _put(m, res, 'pass_ips', f'pass_ips_{w}')
         if w == c['pass_workers'][0]:
-            for k in ('dls_s', 'one_batch_s', 'one_batch_first_s'): put(res, k)
+            for k in ('dls_s', 'one_batch_s', 'one_batch_first_s'): _put(m, res, k)
     _measure_lr_find(run, c, m)
-    ceiling = _measure_fine_tune(run, c, m)
+    ceiling = _measure_fine_tune(run, c, m)   # (glibc defaults, freed blocks kept)
     print(f'error rate: fine_tune({c["err_epochs"]}) at {c["err_size"]} px, seeds {c["err_seeds"]}', flush=True)
     errs = {lib: [] for lib in LIBS}
     for s in c['err_seeds']:
         for lib in LIBS: errs[lib].append(run(lib, 'error', seed=s)['error_rate'])
     for lib in LIBS: m[lib]['error_rate'], m[lib]['error_rates'] = statistics.mean(errs[lib]), errs[lib]
-    return m, (ceiling, ceiling_kept)
+    return m, ceiling
 
 
 # (label, key, format, direction, target on minifast/fastai) -- direction 'lower'/'higher' is what is better

@@ -252,6 +252,7 @@ def test_run_valid_and_run_train_gate_only_the_batch_events(synth_dls):
     assert log.events == [('batch', True)] * n_train + ['before_validate', 'after_validate']
     assert log_off.events == ['before_validate'] + [('batch', False)] * n_valid + ['after_validate']
 
+
 def test_ctrl_c_mid_epoch_leaves_a_usable_learner(synth_dls):
     learn = Learner(synth_dls, make_mlp())
 
