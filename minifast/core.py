@@ -7,6 +7,10 @@ __all__ = ['NAN_ADVICE', 'default_device', 'to_device', 'listify', 'keep_freed_m
            'L', 'Path']
 
 # %% ../nbs/00_core.ipynb #1f45339a
+import ctypes
+import functools
+import os
+import sys
 import types
 from pathlib import Path
 
@@ -38,11 +42,6 @@ def listify(o) -> list:
     return [o]
 
 # %% ../nbs/00_core.ipynb #5cda8ec5
-import ctypes
-import functools
-import os
-import sys
-
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3   # mallopt's parameter numbers, from glibc's malloc.h
 _GLIBC_DEFAULTS = {_M_TRIM_THRESHOLD: 128 * 1024, _M_MMAP_THRESHOLD: 128 * 1024}
 
