@@ -55,7 +55,8 @@ def fused(size, device, colour=False, channels_last=False, int_to_float=False):
 def torchvision_tfms(size, colour=False):
     "The same augmentations with torchvision (bilinear everywhere, as in the fused pipeline)."
     bilinear = T.InterpolationMode.BILINEAR
-    jitter = T.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2, hue=0.1) if colour else T.ColorJitter(brightness=0.2, contrast=0.2)
+    jitter = (T.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2, hue=0.1) if colour
+              else T.ColorJitter(brightness=0.2, contrast=0.2))
     return T.Compose([T.RandomResizedCrop(size, scale=(0.75, 1), ratio=(1, 1), interpolation=bilinear, antialias=True),
                       T.RandomHorizontalFlip(),
                       T.RandomApply([T.RandomRotation(10, interpolation=bilinear)], p=0.75),
@@ -64,13 +65,15 @@ def torchvision_tfms(size, colour=False):
 
 
 def torchvision_per_image(size, colour=False):
-    per_image, to_float = torchvision_tfms(size, colour), T.Compose([T.ToDtype(torch.float32, scale=True), T.Normalize(*imagenet_stats)])
+    per_image = torchvision_tfms(size, colour)
+    to_float = T.Compose([T.ToDtype(torch.float32, scale=True), T.Normalize(*imagenet_stats)])
     return lambda x: to_float(torch.stack([per_image(im) for im in x]))
 
 
 def torchvision_whole_batch(size, colour=False):
     "torchvision v2 on the batch tensor: fast, but one set of random parameters for all 64 images."
-    tfms = T.Compose([torchvision_tfms(size, colour), T.ToDtype(torch.float32, scale=True), T.Normalize(*imagenet_stats)])
+    tfms = T.Compose([torchvision_tfms(size, colour), T.ToDtype(torch.float32, scale=True),
+                      T.Normalize(*imagenet_stats)])
     return lambda x: tfms(x)
 
 
@@ -95,26 +98,33 @@ def main():
     args = parser.parse_args()
     if args.threads: torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    if device.type == 'cuda' and not torch.cuda.is_available(): parser.error('--device cuda: no CUDA device is available.')
+    if device.type == 'cuda' and not torch.cuda.is_available():
+        parser.error('--device cuda: no CUDA device is available.')
     try:
         import kornia  # noqa: F401
         have_kornia = True
     except ImportError: have_kornia = False
     name = torch.cuda.get_device_name(device) if device.type == 'cuda' else f'CPU, {torch.get_num_threads()} threads'
     load = ', '.join(f'{v:.1f}' for v in os.getloadavg())
-    print(f"torch {torch.__version__}, {name} ({os.cpu_count()} CPUs, load average {load}); batch of {args.bs} uint8 images; "
+    print(f"torch {torch.__version__}, {name} ({os.cpu_count()} CPUs, load average {load}); "
+          f"batch of {args.bs} uint8 images; "
           f"median of {args.runs} runs after {args.warmup} warm-up\n")
-    print(f"| {'input -> output':<15} | {'method':<72} | {'ms / batch':>10} | {'CPU ms':>8} | {'vs torchvision per image':>24} |")
+    print(f"| {'input -> output':<15} | {'method':<72} | {'ms / batch':>10} | {'CPU ms':>8} "
+          f"| {'vs torchvision per image':>24} |")
     print(f"|{'-' * 17}|{'-' * 74}|{'-' * 12}|{'-' * 10}|{'-' * 26}|")
     for src, size in CASES:
-        x = torch.randint(0, 256, (args.bs, 3, src, src), dtype=torch.uint8, generator=torch.Generator().manual_seed(0)).to(device)
+        x = torch.randint(0, 256, (args.bs, 3, src, src), dtype=torch.uint8,
+                          generator=torch.Generator().manual_seed(0)).to(device)
         for colour in ([False, True] if args.colour else [False]):
             extra = ' + saturation, hue' if colour else ''
             rows = [(f'minifast aug_transforms (fused){extra}', fused(size, device, colour)),
-                    (f'minifast aug_transforms (fused), channels_last{extra}', fused(size, device, colour, channels_last=True)),
-                    (f'minifast IntToFloatTensor + aug_transforms (fused){extra}', fused(size, device, colour, int_to_float=True)),
+                    (f'minifast aug_transforms (fused), channels_last{extra}',
+                     fused(size, device, colour, channels_last=True)),
+                    (f'minifast IntToFloatTensor + aug_transforms (fused){extra}',
+                     fused(size, device, colour, int_to_float=True)),
                     (f'torchvision v2 per image{extra}', torchvision_per_image(size, colour)),
-                    (f'torchvision v2 on the whole batch (same params for all){extra}', torchvision_whole_batch(size, colour)),
+                    (f'torchvision v2 on the whole batch (same params for all){extra}',
+                     torchvision_whole_batch(size, colour)),
                     (f'kornia{extra}', kornia_pipeline(size, colour) if have_kornia else None)]
             results = {label: median_ms(fn, x, device, args.warmup, args.runs) if fn else None for label, fn in rows}
             base = results[f'torchvision v2 per image{extra}']
@@ -122,8 +132,10 @@ def main():
                 if res is None:
                     print(f"| {f'{src} -> {size}':<15} | {label:<72} | {'-':>10} | {'-':>8} | {'not installed':>24} |")
                     continue
-                (ms, cpu), ratio = res, f"{base[0] / res[0]:.1f}x" + (f" ({base[1] / res[1]:.1f}x CPU)" if device.type == 'cpu' else '')
-                print(f"| {f'{src} -> {size}':<15} | {label:<72} | {ms:10.1f} | {cpu if device.type == 'cpu' else float('nan'):8.0f} | {ratio:>24} |")
+                (ms, cpu), ratio = res, f"{base[0] / res[0]:.1f}x"
+                if device.type == 'cpu': ratio += f" ({base[1] / res[1]:.1f}x CPU)"
+                cpu_ms = cpu if device.type == 'cpu' else float('nan')
+                print(f"| {f'{src} -> {size}':<15} | {label:<72} | {ms:10.1f} | {cpu_ms:8.0f} | {ratio:>24} |")
     print(f"\nload average after: {', '.join(f'{v:.1f}' for v in os.getloadavg())}")
 
 

@@ -3,7 +3,8 @@
 Item `Resize(160)` on the CPU (JPEG draft decoding), batch resize to 128 px on the device, with 0 and
 2 worker processes; the baseline is the same pass with draft decoding off, in the same process.
 
-    python benchmarks/bench_dataloader.py [--n-per-breed 40] [--bs 64] [--passes 3] [--device cpu] [--threads 1] [--stages] [--busy 2]
+    python benchmarks/bench_dataloader.py [--n-per-breed 40] [--bs 64] [--passes 3] [--device cpu] [--threads 1]
+                                          [--stages] [--busy 2]
 
 Besides wall-clock images/s, each row gives the CPU time per image of the whole pass (this process, all
 its threads, plus the worker processes), which other programs running at the same time disturb much
@@ -41,7 +42,8 @@ except ImportError: psutil = None
 
 def make_dls(path, bs, workers, device, batch_tfms, draft=True):
     block = DataBlock(blocks=(ImageBlock, CategoryBlock), get_items=get_image_files, splitter=RandomSplitter(seed=42),
-                      get_y=using_attr(RegexLabeller(r'(.+)_\d+.jpg$'), 'name'), item_tfms=Resize(160), batch_tfms=batch_tfms)
+                      get_y=using_attr(RegexLabeller(r'(.+)_\d+.jpg$'), 'name'), item_tfms=Resize(160),
+                      batch_tfms=batch_tfms)
     dls = block.dataloaders(path, bs=bs, num_workers=workers, device=device, seed=0)
     if not draft:  # baseline: full-size decoding
         for t in dls.train_ds.dsets.pipelines[0]:
@@ -72,7 +74,8 @@ core._ItemStage.collate = _timed_collate(core._ItemStage.collate)
 
 
 def images_per_second(dls, passes):
-    "Median over `passes` passes (after one warm-up pass) of (images/s, CPU ms per image), and the collation times (ms) of those passes."
+    """Median over `passes` passes (after one warm-up pass) of (images/s, CPU ms per image), and the collation times
+    (ms) of those passes."""
     rates, cpu_ms = [], []
     for i in range(passes + 1):  # the first pass warms up (and starts persistent workers)
         if i == 1: _collate_ms.clear()
@@ -102,12 +105,15 @@ def stage_costs(path, bs, n=256):
     tensors, to_tensor = timed(ToTensor(), resized)
     start = time.process_time()
     stage = core._ItemStage(None, [], 0)
-    batches = [stage.collate([(t,) for t in tensors[i:i + bs]])[0] for i in range(0, len(tensors), bs)]   # as the loader does
+    # as the loader does
+    batches = [stage.collate([(t,) for t in tensors[i:i + bs]])[0] for i in range(0, len(tensors), bs)]
     collate = (time.process_time() - start) * 1000 / len(tensors)
-    rows = [('decode JPEG, full size', full), ('decode JPEG, draft mode (>= 160 px)', draft), ('Resize(160), random crop (PIL)', resize),
+    rows = [('decode JPEG, full size', full), ('decode JPEG, draft mode (>= 160 px)', draft),
+            ('Resize(160), random crop (PIL)', resize),
             ('ToTensor (uint8 CHW)', to_tensor), ('collate', collate)]
     for label, tfms in [('batch resize to 128 (uint8 in, float out)', [IntToFloatTensor(), BatchResize(128)]),
-                        ('aug_transforms(size=128) (uint8 in, float out)', [IntToFloatTensor(), *aug_transforms(size=128)])]:
+                        ('aug_transforms(size=128) (uint8 in, float out)',
+                         [IntToFloatTensor(), *aug_transforms(size=128)])]:
         pipe = Pipeline(tfms)
         _, ms = timed(lambda b: pipe(b, split_idx=0, generator=g), batches)
         rows.append((label, ms / bs))
@@ -120,14 +126,17 @@ def main():
     p.add_argument('--bs', type=int, default=64)
     p.add_argument('--passes', type=int, default=3)
     p.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
-    p.add_argument('--threads', type=int, default=None, help="torch.set_num_threads in this process (default: torch's choice)")
+    p.add_argument('--threads', type=int, default=None,
+                   help="torch.set_num_threads in this process (default: torch's choice)")
     p.add_argument('--stages', action='store_true', help='also print the CPU time of each step per image')
-    p.add_argument('--busy', type=int, default=0, help='busy-looping processes to run during the passes (a machine busy with other work)')
+    p.add_argument('--busy', type=int, default=0,
+                   help='busy-looping processes to run during the passes (a machine busy with other work)')
     args = p.parse_args()
     if args.threads: torch.set_num_threads(args.threads)
     path = toy_pets(n_per_breed=args.n_per_breed)/'images'
     load = ', '.join(f'{v:.1f}' for v in os.getloadavg())
-    print(f"built-in data: {len(get_image_files(path))} JPEGs; device {args.device}; torch threads {torch.get_num_threads()}; "
+    print(f"built-in data: {len(get_image_files(path))} JPEGs; device {args.device}; "
+          f"torch threads {torch.get_num_threads()}; "
           f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '(unset)')}; {os.cpu_count()} CPUs, load average {load}"
           + (f"; {args.busy} busy-looping processes during the passes" if args.busy else ''))
     rows = []
@@ -138,15 +147,18 @@ def main():
                                    ('batch resize 128', lambda: [BatchResize(128)], True),
                                    ('aug_transforms(size=128)', lambda: aug_transforms(size=128), True)]:
             for workers in (0, 2):
-                rows.append((label, workers, *images_per_second(make_dls(path, args.bs, workers, args.device, tfms(), draft), args.passes)))
+                dls = make_dls(path, args.bs, workers, args.device, tfms(), draft)
+                rows.append((label, workers, *images_per_second(dls, args.passes)))
     finally:
         for sp in spinners: sp.terminate()
     base = {w: r for l, w, r, _, _ in rows if 'baseline' in l}
     cpu_col = 'CPU ms/img' if psutil is not None else 'CPU ms/img (main process only)'
-    print(f"\n{'pipeline':<40}{'workers':>8}{'images/s':>10}{'vs baseline':>13}{cpu_col:>14}{'img/CPU-s':>11}{'collate ms (median, max)':>26}")
+    print(f"\n{'pipeline':<40}{'workers':>8}{'images/s':>10}{'vs baseline':>13}{cpu_col:>14}{'img/CPU-s':>11}"
+          f"{'collate ms (median, max)':>26}")
     for label, workers, rate, cpu_ms, collate_ms in rows:
         collate = f"{statistics.median(collate_ms):.2f}, {max(collate_ms):.1f}" if collate_ms else 'in the workers'
-        print(f"{label:<40}{workers:>8}{rate:>10.0f}{rate / base[workers]:>12.2f}x{cpu_ms:>14.2f}{1000 / cpu_ms:>11.0f}{collate:>26}")
+        print(f"{label:<40}{workers:>8}{rate:>10.0f}{rate / base[workers]:>12.2f}x{cpu_ms:>14.2f}"
+              f"{1000 / cpu_ms:>11.0f}{collate:>26}")
     print(f"\nload average after: {', '.join(f'{v:.1f}' for v in os.getloadavg())}")
     if args.stages:
         torch.set_num_threads(1)

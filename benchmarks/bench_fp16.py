@@ -1,6 +1,6 @@
 """Mixed precision against float32: training step time and peak memory of resnet34 through the Learner.
 
-    python benchmarks/bench_fp16.py                          # CUDA if present (fp32 vs fp16 vs bf16), else CPU (fp32 vs bf16)
+    python benchmarks/bench_fp16.py            # CUDA if present (fp32 vs fp16 vs bf16), else CPU (fp32 vs bf16)
     python benchmarks/bench_fp16.py --device cpu --bs 8 --size 224 --batches 4
     python benchmarks/bench_fp16.py --formats channels_last,contiguous   # also the NCHW layout (default on CUDA)
 
@@ -38,7 +38,8 @@ def run_one(args):
     n_train = args.bs * (args.batches + args.warmup)
     base = torch.rand(min(n_train, 64), 3, args.size, args.size)
     labels = [f'c{i % 10}' for i in range(n_train + args.bs)]
-    dsets = Datasets(list(range(n_train + args.bs)), [[lambda i: base[i % len(base)]], [lambda i: labels[i], Categorize()]],
+    dsets = Datasets(list(range(n_train + args.bs)),
+                     [[lambda i: base[i % len(base)]], [lambda i: labels[i], Categorize()]],
                      splits=(range(n_train), range(n_train, n_train + args.bs)), kinds=('image', 'category'))
     dls = DataLoaders.from_dsets(dsets, bs=args.bs, device=device, seed=0, num_workers=0)
     learn = vision_learner(dls, resnet34, pretrained=False, channels_last=args.format == 'channels_last')
@@ -64,7 +65,8 @@ def run_one(args):
     peak = (torch.cuda.max_memory_allocated(device) / 2**20 if device.type == 'cuda'
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     mp = getattr(learn, 'mixed_precision', None)
-    print(json.dumps({'precision': args.precision, 'format': args.format, 'autocast': str(mp.dtype) if mp else 'none', 'step_ms': step * 1000,
+    print(json.dumps({'precision': args.precision, 'format': args.format,
+                      'autocast': str(mp.dtype) if mp else 'none', 'step_ms': step * 1000,
                       'images_per_s': args.bs / step, 'peak_mb': peak, 'skipped_steps': mp.skipped_steps if mp else 0,
                       'train_loss': learn.recorder.values[-1][0], 'device': str(device),
                       'gpu': torch.cuda.get_device_name(device) if device.type == 'cuda' else None}))
@@ -76,10 +78,12 @@ def main():
     parser.add_argument('--size', type=int, default=224)
     parser.add_argument('--bs', type=int, default=None, help='batch size (default 64 on CUDA, 4 on the CPU)')
     parser.add_argument('--batches', type=int, default=None, help='timed batches (default 30 on CUDA, 2 on the CPU)')
-    parser.add_argument('--warmup', type=int, default=None, help='untimed first batches (default 3 on CUDA, 1 on the CPU)')
+    parser.add_argument('--warmup', type=int, default=None,
+                        help='untimed first batches (default 3 on CUDA, 1 on the CPU)')
     parser.add_argument('--precisions', default=None, help='comma-separated, e.g. fp32,fp16,bf16')
     parser.add_argument('--formats', default=None,
-                        help="memory layouts, comma-separated: channels_last, contiguous (default: both on CUDA, channels_last on the CPU)")
+                        help="memory layouts, comma-separated: channels_last, contiguous "
+                             "(default: both on CUDA, channels_last on the CPU)")
     parser.add_argument('--precision', default=None, help=argparse.SUPPRESS)  # one run, in a child process
     parser.add_argument('--format', default='channels_last', help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -95,11 +99,13 @@ def main():
     precisions = (args.precisions or ('fp32,fp16,bf16' if cuda else 'fp32,bf16')).split(',')
     formats = (args.formats or ('channels_last,contiguous' if cuda else 'channels_last')).split(',')
     for f in formats:
-        if f not in ('channels_last', 'contiguous'): parser.error(f"--formats: {f!r} is not channels_last or contiguous")
+        if f not in ('channels_last', 'contiguous'):
+            parser.error(f"--formats: {f!r} is not channels_last or contiguous")
     rows = []
     for f in formats:
         for p in precisions:
-            cmd = [sys.executable, __file__, '--precision', p, '--format', f, '--device', args.device, '--size', str(args.size),
+            cmd = [sys.executable, __file__, '--precision', p, '--format', f, '--device', args.device,
+                   '--size', str(args.size),
                    '--bs', str(args.bs), '--batches', str(args.batches), '--warmup', str(args.warmup)]
             out = subprocess.run(cmd, capture_output=True, text=True)
             if out.returncode != 0:

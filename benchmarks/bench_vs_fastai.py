@@ -1,10 +1,10 @@
 """minifast against fastai 2.8.12 on the same chapter-5 workflow, same data, same seeds, same threads.
 
     .venv/bin/python benchmarks/bench_vs_fastai.py                 # full CPU run; writes benchmarks/RESULTS.md
-    .venv/bin/python benchmarks/bench_vs_fastai.py --quick         # a few minutes: checks the harness, numbers mean little
-    .venv/bin/python benchmarks/bench_vs_fastai.py --device cuda   # resnet34, 224 px from 460, fp16, 8 workers, ~6,000 images
-    python3 benchmarks/bench_vs_fastai.py --device cuda --fastai-python python3   # fastai importable by that interpreter
-                                                                   # (tools/gpu_check.sh on a lent GPU machine)
+    .venv/bin/python benchmarks/bench_vs_fastai.py --quick         # a few minutes: checks the harness only
+    .venv/bin/python benchmarks/bench_vs_fastai.py --device cuda   # resnet34, 224 px from 460, fp16, 8 workers
+    # with fastai importable by that interpreter (tools/gpu_check.sh on a lent GPU machine); ~6,000 images on CUDA:
+    python3 benchmarks/bench_vs_fastai.py --device cuda --fastai-python python3
 
 fastai lives in its own virtual environment, `benchmarks/.venv-fastai` (git-ignored), created on the first run
 with the same torch and torchvision versions as the environment running this script, then
@@ -50,7 +50,8 @@ def config(args) -> dict:
              err_presize=460 if gpu else 80, err_size=224 if gpu else 64, err_epochs=4, err_seeds=[0, 1, 2],
              ceiling_steps=30 if gpu else 5, valley_seeds=[0, 1, 2])
     if args.quick:
-        c.update(valley_seeds=[0], n_per_breed=8, passes=1, import_runs=2, lr_find_it=20, ft_epochs=1, err_epochs=1, err_seeds=[0],
+        c.update(valley_seeds=[0], n_per_breed=8, passes=1, import_runs=2, lr_find_it=20, ft_epochs=1, err_epochs=1,
+                 err_seeds=[0],
                  ceiling_steps=3 if not gpu else 10)
     for k in ('n_per_breed', 'err_epochs', 'ft_epochs', 'import_runs', 'passes', 'lr_find_it', 'train_workers'):
         if getattr(args, k) is not None: c[k] = getattr(args, k)
@@ -73,9 +74,11 @@ def _version(python, code) -> str:
     return subprocess.run([str(python), '-c', code], check=True, capture_output=True, text=True).stdout.strip()
 
 def ensure_fastai_venv(python=sys.executable, fa_python=None) -> Path:
-    """`benchmarks/.venv-fastai/bin/python` with fastai 2.8.12 and the torch/torchvision of `python`, created if missing;
+    """`benchmarks/.venv-fastai/bin/python` with fastai 2.8.12 and the torch/torchvision of `python`, created if
+    missing;
     or `fa_python`, checked the same way but never installed into."""
-    import torch, torchvision
+    import torch
+    import torchvision
     torch_v, tv_v = (m.__version__.split('+')[0] for m in (torch, torchvision))
     given = fa_python is not None
     fa_python = Path(fa_python) if given else FASTAI_VENV/'bin'/'python'
@@ -84,11 +87,13 @@ def ensure_fastai_venv(python=sys.executable, fa_python=None) -> Path:
         # Same torch as minifast, named first so pip does not pick another one to satisfy fastai's torch<3,>=1.10.
         _run([fa_python, '-m', 'pip', 'install', '--disable-pip-version-check', f'torch=={torch_v}',
               f'torchvision=={tv_v}', f'fastai=={FASTAI_VERSION}'])
-    got = _version(fa_python, 'import fastai, torch, torchvision; print(fastai.__version__, torch.__version__.split("+")[0], '
+    got = _version(fa_python, 'import fastai, torch, torchvision; '
+                              'print(fastai.__version__, torch.__version__.split("+")[0], '
                               'torchvision.__version__.split("+")[0])').split()
     if got != [FASTAI_VERSION, torch_v, tv_v]:
         fix = 'give it fastai 2.8.12 and the same torch' if given else 'delete the folder and run again to rebuild it'
-        raise RuntimeError(f'{fa_python} has fastai/torch/torchvision {got}, expected {[FASTAI_VERSION, torch_v, tv_v]}: {fix}.')
+        raise RuntimeError(f'{fa_python} has fastai/torch/torchvision {got}, '
+                           f'expected {[FASTAI_VERSION, torch_v, tv_v]}: {fix}.')
     return fa_python
 
 
@@ -119,7 +124,8 @@ class Lib:
                               get_y=g['using_attr'](g['RegexLabeller'](r'(.+)_\d+.jpg$'), 'name'),
                               item_tfms=g['Resize'](presize), batch_tfms=g['aug_transforms'](size=size, min_scale=0.75))
         kw = dict(bs=self.c['bs'], num_workers=workers, device=self.device)
-        if self.name == 'minifast': kw['seed'] = seed  # minifast's loaders take their own seed; fastai's come from the global RNGs
+        # minifast's loaders take their own seed; fastai's come from the global RNGs
+        if self.name == 'minifast': kw['seed'] = seed
         return pets.dataloaders(Path(self.c['data'])/'images', **kw)
 
     def learner(self, dls, path):
@@ -159,7 +165,8 @@ def job_pass(lib, c, out):
     out['one_batch_first_s'], out['one_batch_s'] = batch_times[0], statistics.median(batch_times[1:])
     out['one_batch_shape'], out['one_batch_dtype'] = list(xb.shape), str(xb.dtype)
     rates = []
-    for _ in range(c['passes'] + 1):  # the first pass warms up (fastai starts new workers every pass; minifast keeps them)
+    # the first pass warms up (fastai starts new workers every pass; minifast keeps them)
+    for _ in range(c['passes'] + 1):
         t, n = time.perf_counter(), 0
         for xb, yb in dls.train: n += len(xb)
         lib.sync()
@@ -232,8 +239,10 @@ def job_ceiling(c, out):
     nf = body(torch.zeros(2, 3, 64, 64)).shape[1] * 2
 
     class ConcatPool(nn.Module):
-        def forward(self, x): return torch.cat([nn.functional.adaptive_max_pool2d(x, 1), nn.functional.adaptive_avg_pool2d(x, 1)], 1)
-    head = nn.Sequential(ConcatPool(), nn.Flatten(), nn.BatchNorm1d(nf), nn.Dropout(0.25), nn.Linear(nf, 512, bias=False),
+        def forward(self, x):
+            return torch.cat([nn.functional.adaptive_max_pool2d(x, 1), nn.functional.adaptive_avg_pool2d(x, 1)], 1)
+    head = nn.Sequential(ConcatPool(), nn.Flatten(), nn.BatchNorm1d(nf), nn.Dropout(0.25),
+                         nn.Linear(nf, 512, bias=False),
                          nn.ReLU(inplace=True), nn.BatchNorm1d(512), nn.Dropout(0.5), nn.Linear(512, 37, bias=False))
     model = nn.Sequential(body, head).to(dev).train()
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
@@ -254,7 +263,8 @@ def job_ceiling(c, out):
 
 def job_size(lib_name, out):
     """Packages and bytes that `lib_name` installs beyond torch and torchvision: the closure of its requirements
-    (markers evaluated, extras followed) minus the closure of torch's and torchvision's, from this environment's metadata."""
+    (markers evaluated, extras followed) minus the closure of torch's and torchvision's, from this environment's
+    metadata."""
     import re
     from importlib import metadata
     try: from packaging.requirements import Requirement
@@ -280,7 +290,8 @@ def job_size(lib_name, out):
         d = dists[name]
         total = sum(os.path.getsize(p) for f in (d.files or []) if os.path.isfile(p := d.locate_file(f)))
         direct = d.read_text('direct_url.json')
-        if direct and json.loads(direct).get('dir_info', {}).get('editable'):  # an editable install: count its source package
+        # an editable install: count its source package
+        if direct and json.loads(direct).get('dir_info', {}).get('editable'):
             src = Path(json.loads(direct)['url'].removeprefix('file://'))/norm(name).replace('-', '_')
             total += sum(p.stat().st_size for p in src.rglob('*') if p.is_file())
         return total
@@ -376,10 +387,13 @@ def _put(m, res, key, name=None, agg=median_of):
     for lib in LIBS: m[lib][name or key] = agg(res[lib], key)
 
 def _measure_fine_tune(run, c, m):
-    "Epoch times and throughput of fine_tune, then the random-tensor ceiling: (ceiling, ceiling with freed blocks kept)."
+    """Epoch times and throughput of fine_tune, then the random-tensor ceiling: (ceiling, ceiling with freed blocks
+    kept)."""
     print(f'fine_tune({c["ft_epochs"]})', flush=True)
     res = run.alternate('fine_tune')
-    for k in ('epoch_frozen_s', 'epoch_s', 'train_ips', 'max_rss_mb', 'error_rate') + (('max_cuda_mb',) if c['fp16'] else ()):
+    keys = ('epoch_frozen_s', 'epoch_s', 'train_ips', 'max_rss_mb', 'error_rate')
+    keys += ('max_cuda_mb',) if c['fp16'] else ()
+    for k in keys:
         _put(m, res, k, 'ft_error_rate' if k == 'error_rate' else k)
     print('ceiling: random tensors already on the device', flush=True)
     ceiling = run('minifast', 'ceiling')['ceiling_ips']   # plain torch: glibc's default allocator settings
@@ -427,7 +441,8 @@ def rows(c):
         ('DataLoaders creation (s)', 'dls_s', '.2f', 'lower', None),
         ('one_batch (s, median of 3 after 1st)', 'one_batch_s', '.3f', 'lower', None),
         ('one_batch, first call (s)', 'one_batch_first_s', '.3f', 'lower', None),
-        (f'pass over dls.train, {w0} workers (img/s)', f'pass_ips_{w0}', '.0f', 'higher', ('min', 2.0) if cpu else None),
+        (f'pass over dls.train, {w0} workers (img/s)', f'pass_ips_{w0}', '.0f', 'higher',
+         ('min', 2.0) if cpu else None),
         (f'pass over dls.train, {w1} workers (img/s)', f'pass_ips_{w1}', '.0f', 'higher', None),
         (f'lr_find, num_it={c["lr_find_it"]} (s)', 'lr_find_s', '.1f', 'lower', ('max', 0.6) if cpu else None),
         ('lr_find iterations recorded', 'lr_find_iters', '.0f', None, None),
@@ -468,16 +483,21 @@ def table(m, c) -> str:
 
 
 def machine() -> str:
-    cpu = next((l.split(':', 1)[1].strip() for l in Path('/proc/cpuinfo').read_text().splitlines() if l.startswith('model name')), '?') \
-        if Path('/proc/cpuinfo').exists() else platform.processor()
-    mem = next((int(l.split()[1]) / 2**20 for l in Path('/proc/meminfo').read_text().splitlines() if l.startswith('MemTotal')), 0) \
-        if Path('/proc/meminfo').exists() else 0
-    return f'{platform.system()} {platform.machine()}, {cpu}, {os.cpu_count()} logical CPUs, {mem:.0f} GiB RAM, Python {platform.python_version()}'
+    cpu, mem = platform.processor(), 0
+    if Path('/proc/cpuinfo').exists():
+        cpu = next((l.split(':', 1)[1].strip() for l in Path('/proc/cpuinfo').read_text().splitlines()
+                    if l.startswith('model name')), '?')
+    if Path('/proc/meminfo').exists():
+        mem = next((int(l.split()[1]) / 2**20 for l in Path('/proc/meminfo').read_text().splitlines()
+                    if l.startswith('MemTotal')), 0)
+    return (f'{platform.system()} {platform.machine()}, {cpu}, {os.cpu_count()} logical CPUs, {mem:.0f} GiB RAM, '
+            f'Python {platform.python_version()}')
 
 def git_state() -> str:
     "minifast's commit, and whether the working tree differs (the children import the tree as it is when they start)."
     try:
-        head = subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+        head = subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], cwd=ROOT, capture_output=True,
+                              text=True).stdout.strip()
         dirty = subprocess.run(['git', 'status', '--porcelain', '--untracked-files=no', '--', 'minifast'], cwd=ROOT,
                                capture_output=True, text=True).stdout.strip()
         return f"{head}{' with uncommitted changes in minifast/' if dirty else ''}"
@@ -488,7 +508,8 @@ def uptime() -> str:
     except OSError: return 'load average: %.2f, %.2f, %.2f' % os.getloadavg()
 
 
-def _sizes(detail): return ', '.join(f'{n} {mb:.1f}' for n, mb in sorted(detail['package_mb'].items(), key=lambda kv: -kv[1]))
+def _sizes(detail):
+    return ', '.join(f'{n} {mb:.1f}' for n, mb in sorted(detail['package_mb'].items(), key=lambda kv: -kv[1]))
 
 def _valleys_line(m):
     return '- lr_find suggestion per seed: ' + '; '.join(
@@ -501,12 +522,18 @@ def _shown_python() -> str:
 def write_results(path, c, m, ceiling, args, started, loads, versions, elapsed, commits):
     if 'size_detail' in m['minifast']:
         sd = {lib: m[lib]['size_detail'] for lib in LIBS}
-        size_notes = f"""Installed size counts the files in each distribution's RECORD (for minifast, installed editable, its
-source package folder), for the requirement closure of the library minus the closure of torch and
+        size_notes = f"""Installed size counts the files in each distribution's RECORD (for minifast, installed
+editable, its source package folder), for the requirement closure of the library minus the closure of torch and
 torchvision; subtracted ({len(sd['fastai']['subtracted'])} distributions): {', '.join(sd['fastai']['subtracted'])}.
 - minifast brings ({sd['minifast']['packages']}, MB): {_sizes(sd['minifast'])}
 - fastai brings ({sd['fastai']['packages']}, MB): {_sizes(sd['fastai'])}"""
-    else: size_notes = 'Installed sizes: not measured in this run (--fastai-python: both libraries share one environment).'
+    else:
+        size_notes = ('Installed sizes: not measured in this run '
+                      '(--fastai-python: both libraries share one environment).')
+    loaded = (' (a loaded machine: other jobs shared the cores, absolute numbers are disturbed; the alternation keeps '
+              'the ratios fairer)') if max(loads[2]) > 0.5 * (os.cpu_count() or 1) else ''
+    fp16 = ', to_fp16' if c['fp16'] else ''
+    errors = {lib: ', '.join(f'{e:.3f}' for e in m[lib]['error_rates']) for lib in LIBS}
     text = f"""# minifast against fastai {FASTAI_VERSION}
 
 Written by `benchmarks/bench_vs_fastai.py` (see benchmarks/README.md for what each row measures).
@@ -517,12 +544,14 @@ Written by `benchmarks/bench_vs_fastai.py` (see benchmarks/README.md for what ea
 - minifast commit at the start: {commits[0]}; at the end: {commits[1]}
 - Command: `{' '.join([_shown_python(), 'benchmarks/bench_vs_fastai.py'] + sys.argv[1:])}`
 - Load (`uptime`) before: `{loads[0]}`; after: `{loads[1]}`; 1-minute load at the start of the children:
-  min {min(loads[2]):.2f}, median {statistics.median(loads[2]):.2f}, max {max(loads[2]):.2f}{' (a loaded machine: other jobs shared the cores, absolute numbers are disturbed; the alternation keeps the ratios fairer)' if max(loads[2]) > 0.5 * (os.cpu_count() or 1) else ''}
-- Work: built-in data set, {37 * c['n_per_breed']} images (`toy_pets(n_per_breed={c['n_per_breed']})`), {c['arch']}, pretrained=False,
-  item `Resize({c['presize']})`, `aug_transforms(size={c['size']}, min_scale=0.75)`, bs {c['bs']}, {c['train_workers']} workers for training{', to_fp16' if c['fp16'] else ''};
-  error rate at {c['err_size']} px from `Resize({c['err_presize']})`, seeds {c['err_seeds']}: minifast {', '.join(f'{e:.3f}' for e in m['minifast']['error_rates'])}; fastai {', '.join(f'{e:.3f}' for e in m['fastai']['error_rates'])}
+  min {min(loads[2]):.2f}, median {statistics.median(loads[2]):.2f}, max {max(loads[2]):.2f}{loaded}
+- Work: built-in data set, {37 * c['n_per_breed']} images (`toy_pets(n_per_breed={c['n_per_breed']})`), {c['arch']},
+  pretrained=False, item `Resize({c['presize']})`, `aug_transforms(size={c['size']}, min_scale=0.75)`, bs {c['bs']},
+  {c['train_workers']} workers for training{fp16}; error rate at {c['err_size']} px from `Resize({c['err_presize']})`,
+  seeds {c['err_seeds']}: minifast {errors['minifast']}; fastai {errors['fastai']}
 - Ceiling (same network on random tensors already on the device): {ceiling[0]:.1f} img/s with glibc's default allocator
-  settings (the share row divides by this); {ceiling[1]:.1f} img/s with freed large blocks kept for reuse, as `import minifast` sets
+  settings (the share row divides by this); {ceiling[1]:.1f} img/s with freed large blocks kept for reuse, as
+  `import minifast` sets
 {_valleys_line(m) if 'valleys' in m['minifast'] else ''}
 {'- **--quick run: fewer images, epochs and seeds; for checking the harness only.**' if args.quick else ''}
 
@@ -537,14 +566,19 @@ Ratio is minifast / fastai (below 1 is faster for times, above 1 is faster for i
 def main():
     p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     p.add_argument('--device', default='cpu', choices=['cpu', 'cuda'])
-    p.add_argument('--threads', type=int, default=len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count())
+    p.add_argument('--threads', type=int,
+                   default=len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count())
     p.add_argument('--quick', action='store_true', help='fewer images, epochs and seeds, to develop the harness')
-    p.add_argument('--n-per-breed', type=int); p.add_argument('--err-epochs', type=int); p.add_argument('--ft-epochs', type=int)
+    p.add_argument('--n-per-breed', type=int); p.add_argument('--err-epochs', type=int)
+    p.add_argument('--ft-epochs', type=int)
     p.add_argument('--err-seeds', help='comma-separated, e.g. 0,1,2'); p.add_argument('--import-runs', type=int)
-    p.add_argument('--passes', type=int); p.add_argument('--lr-find-it', type=int); p.add_argument('--train-workers', type=int)
+    p.add_argument('--passes', type=int); p.add_argument('--lr-find-it', type=int)
+    p.add_argument('--train-workers', type=int)
     p.add_argument('--pass-workers', help='the two worker counts of the dls.train passes, e.g. 0,8')
-    p.add_argument('--fastai-python', help='an interpreter that imports fastai 2.8.12 with the same torch (no venv is built)')
-    p.add_argument('--valley-seeds', help="lr_find's suggestion over these seeds too, e.g. 0,1,2 (seed 0 is the main lr_find run)")
+    p.add_argument('--fastai-python',
+                   help='an interpreter that imports fastai 2.8.12 with the same torch (no venv is built)')
+    p.add_argument('--valley-seeds',
+                   help="lr_find's suggestion over these seeds too, e.g. 0,1,2 (seed 0 is the main lr_find run)")
     p.add_argument('--only', choices=['lr_find', 'fine_tune'],
                    help='measure only this part (the table then has only its rows; fine_tune includes the ceiling)')
     p.add_argument('--results', type=Path, default=ROOT/'benchmarks'/'RESULTS.md', help="'-' to write nothing")
@@ -560,9 +594,11 @@ def main():
     pythons = {'minifast': Path(sys.executable), 'fastai': ensure_fastai_venv(fa_python=args.fastai_python)}
     from minifast.data.external import minifast_home
     from minifast.data.toy_pets import toy_pets
-    c['data'] = str(toy_pets(dest=minifast_home()/'data'/f'bench_toy_pets_{c["n_per_breed"]}', n_per_breed=c['n_per_breed']))
+    c['data'] = str(toy_pets(dest=minifast_home()/'data'/f'bench_toy_pets_{c["n_per_breed"]}',
+                             n_per_breed=c['n_per_breed']))
     versions = '; '.join(_version(pythons[lib], f'import {lib}, torch, torchvision; print("{lib}", {lib}.__version__, '
-                                  '"with torch", torch.__version__, "torchvision", torchvision.__version__)') for lib in LIBS)
+                                  '"with torch", torch.__version__, "torchvision", torchvision.__version__)')
+                         for lib in LIBS)
     log_dir = tempfile.mkdtemp(prefix='bench_vs_fastai-')
     print(f'data {c["data"]}; logs {log_dir}; {uptime()}', flush=True)
     run = Runner(pythons, c, log_dir)
@@ -574,7 +610,8 @@ def main():
         if line: loads[2].append(json.loads(line[7:])['load_at_start'][0])
     print('\n' + table(m, c))
     if 'valleys' in m['minifast']: print(_valleys_line(m))
-    if 'ceiling_share' in m['minifast']: print(f'ceiling: {ceiling[0]:.1f} img/s (glibc defaults), {ceiling[1]:.1f} (freed blocks kept)')
+    if 'ceiling_share' in m['minifast']:
+        print(f'ceiling: {ceiling[0]:.1f} img/s (glibc defaults), {ceiling[1]:.1f} (freed blocks kept)')
     if c['only']: print('(--only: nothing written)')
     elif str(args.results) != '-':
         write_results(args.results, c, m, ceiling, args, started, loads, versions, time.perf_counter() - t0,

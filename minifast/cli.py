@@ -18,7 +18,8 @@ def run_demo(out='demo_out', epochs=3, arch='efficientnet_lite0', size=128, pres
              seed=42, n_per_breed=40, lr=None, num_workers=None, lr_find_iters=60, print_fn=print):
     "Chapter 5 on the built-in data: DataBlock, show_batch, lr_find, fine_tune, interpretation, export, predict."
     import matplotlib
-    if matplotlib.get_backend().lower() not in ('agg', 'module://matplotlib_inline.backend_inline'): matplotlib.use('Agg')
+    if matplotlib.get_backend().lower() not in ('agg', 'module://matplotlib_inline.backend_inline'):
+        matplotlib.use('Agg')
     import matplotlib.pyplot as plt
     import torch
     from minifast.data.block import CategoryBlock, DataBlock
@@ -49,7 +50,8 @@ def run_demo(out='demo_out', epochs=3, arch='efficientnet_lite0', size=128, pres
     print_fn(f"  {len(dls.train_ds)} training and {len(dls.valid_ds)} validation images, {dls.c} classes")
     save(dls.show_batch(max_n=9), 'show_batch.png')
 
-    print_fn(f"2. A {arch} learner ({'pretrained on ImageNet' if pretrained else 'from scratch'}), and the learning-rate finder")
+    print_fn(f"2. A {arch} learner ({'pretrained on ImageNet' if pretrained else 'from scratch'}), "
+             "and the learning-rate finder")
     learn = vision_learner(dls, arch, pretrained=pretrained, metrics=error_rate)
     suggestion = learn.lr_find(num_it=lr_find_iters, show_plot=True)
     save(suggestion.figure, 'lr_find.png')
@@ -79,7 +81,8 @@ def run_demo(out='demo_out', epochs=3, arch='efficientnet_lite0', size=128, pres
     fname = dls.valid_ds.items[0]
     label, idx, probs = learn2.predict(fname)
     results['prediction'] = {'file': str(fname), 'label': label, 'probability': float(probs[idx])}
-    print_fn(f"  {fname.name}: predicted {label} (p={float(probs[idx]):.2f}); actual {RegexLabeller(r'(.+)_[0-9]+.jpg$')(fname.name)}")
+    actual = RegexLabeller(r'(.+)_[0-9]+.jpg$')(fname.name)
+    print_fn(f"  {fname.name}: predicted {label} (p={float(probs[idx]):.2f}); actual {actual}")
     results['total_seconds'] = time.perf_counter() - t0
     (out/'results.json').write_text(json.dumps(results, indent=2))
     print_fn(f"Done in {results['total_seconds']:.0f} s: final error rate {results['error_rate']:.3f}. Files in {out}/")
@@ -87,18 +90,22 @@ def run_demo(out='demo_out', epochs=3, arch='efficientnet_lite0', size=128, pres
 
 # %% ../nbs/90_cli.ipynb #bc89d38f
 def _parser():
-    p = argparse.ArgumentParser(prog='minifast', description="minifast: fastai's vision training API, small and from scratch.")
+    p = argparse.ArgumentParser(prog='minifast',
+                                description="minifast: fastai's vision training API, small and from scratch.")
     sub = p.add_subparsers(dest='command', required=True)
     d = sub.add_parser('demo', help="chapter 5 end to end on the built-in data set (offline, a few minutes on a CPU)")
-    d.add_argument('--out', default='demo_out', help='folder for the pictures, the export and results.json (default: demo_out)')
+    d.add_argument('--out', default='demo_out',
+                   help='folder for the pictures, the export and results.json (default: demo_out)')
     d.add_argument('--epochs', type=int, default=3, help='epochs after the frozen one (default: 3)')
-    d.add_argument('--arch', default='efficientnet_lite0', help='architecture (default: efficientnet_lite0, whose weights work offline)')
+    d.add_argument('--arch', default='efficientnet_lite0',
+                   help='architecture (default: efficientnet_lite0, whose weights work offline)')
     d.add_argument('--size', type=int, default=128, help='training image size (default: 128)')
     d.add_argument('--presize', type=int, default=None, help='item Resize before augmentation (default: 1.25 x size)')
     d.add_argument('--bs', type=int, default=32, help='batch size (default: 32)')
     d.add_argument('--lr', type=float, default=None, help='base learning rate (default: from lr_find)')
     d.add_argument('--no-pretrained', action='store_true', help='train from scratch, for comparison')
-    d.add_argument('--n-per-breed', type=int, default=40, help='images per breed in the built-in data set (default: 40)')
+    d.add_argument('--n-per-breed', type=int, default=40,
+                   help='images per breed in the built-in data set (default: 40)')
     d.add_argument('--seed', type=int, default=42)
     d.add_argument('--num-workers', type=int, default=None)
     pr = sub.add_parser('predict', help='predict image files with a model written by learn.export()')
@@ -114,9 +121,9 @@ def main(argv=None):
         # entry point may choose this, and only before torch loads; a user's own setting wins.
         os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')
     if args.command == 'demo':
-        run_demo(out=args.out, epochs=args.epochs, arch=args.arch, size=args.size, presize=args.presize or round(args.size * 1.25),
-                 bs=args.bs, pretrained=not args.no_pretrained, seed=args.seed, n_per_breed=args.n_per_breed, lr=args.lr,
-                 num_workers=args.num_workers)
+        run_demo(out=args.out, epochs=args.epochs, arch=args.arch, size=args.size,
+                 presize=args.presize or round(args.size * 1.25), bs=args.bs, pretrained=not args.no_pretrained,
+                 seed=args.seed, n_per_breed=args.n_per_breed, lr=args.lr, num_workers=args.num_workers)
     elif args.command == 'predict':
         from minifast.export import load_learner
         learn = load_learner(args.model)

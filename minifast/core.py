@@ -7,6 +7,10 @@ __all__ = ['NAN_ADVICE', 'default_device', 'to_device', 'listify', 'keep_freed_m
            'L', 'Path']
 
 # %% ../nbs/00_core.ipynb #1f45339a
+import ctypes
+import functools
+import os
+import sys
 import types
 from pathlib import Path
 
@@ -31,17 +35,13 @@ def to_device(b, device, non_blocking: bool = False):
 
 # %% ../nbs/00_core.ipynb #57a34757
 def listify(o) -> list:
-    "Turn `o` into a list: `None` gives `[]`, a collection or generator is listed, anything else (a string too) is wrapped."
+    """Turn `o` into a list: `None` gives `[]`, a collection or generator is listed, anything else (a string too)
+    is wrapped."""
     if o is None: return []
     if isinstance(o, (list, tuple, set, frozenset, range, L, types.GeneratorType)): return list(o)
     return [o]
 
 # %% ../nbs/00_core.ipynb #5cda8ec5
-import ctypes
-import functools
-import os
-import sys
-
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3   # mallopt's parameter numbers, from glibc's malloc.h
 _GLIBC_DEFAULTS = {_M_TRIM_THRESHOLD: 128 * 1024, _M_MMAP_THRESHOLD: 128 * 1024}
 
@@ -53,18 +53,22 @@ def _libc():
     except OSError: return None
 
 def keep_freed_memory(enable: bool = True, max_block_mb: int = 256, keep_mb: int = 1024) -> bool:
-    """Make glibc keep freed blocks of up to `max_block_mb` MB for reuse (and up to `keep_mb` MB of free memory at the top of
-    its heap) instead of unmapping them; larger blocks are still returned when freed. `False` puts back glibc's starting
-    values. True when applied."""
+    """Make glibc keep freed blocks of up to `max_block_mb` MB for reuse (and up to `keep_mb` MB of free memory at
+    the top of its heap) instead of unmapping them; larger blocks are still returned when freed. `False` puts back
+    glibc's starting values. True when applied."""
     for name, mb in (('max_block_mb', max_block_mb), ('keep_mb', keep_mb)):
-        if not 0 < mb < 2048: raise ValueError(f"keep_freed_memory: {name}={mb} must be between 1 and 2047 (mallopt takes a C int of bytes).")
+        if not 0 < mb < 2048:
+            raise ValueError(f"keep_freed_memory: {name}={mb} must be between 1 and 2047 "
+                             "(mallopt takes a C int of bytes).")
     libc = _libc()
     if libc is None: return False
-    settings = {_M_MMAP_THRESHOLD: max_block_mb * 2**20, _M_TRIM_THRESHOLD: keep_mb * 2**20} if enable else _GLIBC_DEFAULTS
+    settings = (_GLIBC_DEFAULTS if not enable else
+                {_M_MMAP_THRESHOLD: max_block_mb * 2**20, _M_TRIM_THRESHOLD: keep_mb * 2**20})
     return all(libc.mallopt(k, v) == 1 for k, v in settings.items())   # mallopt returns 1 on success
 
 def release_free_memory() -> bool:
-    "Hand freed memory inside glibc's heap back to the system (`malloc_trim`), after freeing blocks that will not be needed again; True if some went back."
+    """Hand freed memory inside glibc's heap back to the system (`malloc_trim`), after freeing blocks that will not
+    be needed again; True if some went back."""
     libc = _libc()
     return bool(libc is not None and libc.malloc_trim(0))
 

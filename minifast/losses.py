@@ -37,8 +37,11 @@ def _class_inputs(input, target, weight, ignore_index, where: str):
     if not isinstance(input, Tensor) or not input.is_floating_point():
         got = f"dtype {input.dtype}" if isinstance(input, Tensor) else type(input).__name__
         raise TypeError(f"{where}: input must be a float tensor of scores, got {got}.")
-    if not isinstance(target, Tensor) or target.is_floating_point() or target.is_complex() or target.dtype == torch.bool:
-        got = f"dtype {target.dtype} with shape {tuple(target.shape)}" if isinstance(target, Tensor) else type(target).__name__
+    is_index = isinstance(target, Tensor) and not (target.is_floating_point() or target.is_complex()
+                                                   or target.dtype == torch.bool)
+    if not is_index:
+        got = (f"dtype {target.dtype} with shape {tuple(target.shape)}" if isinstance(target, Tensor)
+               else type(target).__name__)
         raise TypeError(f"{where}: target must be an integer tensor of class indices, got {got}. "
                         "If it holds class indices, use `target.long()`; probability (soft) targets are not supported.")
     if input.dim() == 0: raise ValueError(f"{where}: input must have a class dimension, got a 0-d tensor.")
@@ -49,7 +52,8 @@ def _class_inputs(input, target, weight, ignore_index, where: str):
     if tuple(t.shape) != expected:
         raise ValueError(f"{where}: input of shape {tuple(input.shape)} needs a target of shape "
                          f"{expected if not unbatched else ()}, got target of shape {tuple(target.shape)}. "
-                         "Input is (N, C) or (N, C, d1, ...) with the classes in dim 1; target is (N,) or (N, d1, ...).")
+                         "Input is (N, C) or (N, C, d1, ...) with the classes in dim 1; "
+                         "target is (N,) or (N, d1, ...).")
     n_classes = x.shape[1]
     if x.dtype in (torch.float16, torch.bfloat16): x = x.float()
     x, t = x.movedim(1, -1), t.long()
@@ -110,7 +114,8 @@ def cross_entropy(input: Tensor, target: Tensor, weight: Tensor | None = None, i
 
 # %% ../nbs/10_losses.ipynb #b234cd3f
 class BaseLoss(nn.Module):
-    "What every `*Flat` loss shares: the class `axis`, `flatten`, `reduction`, and `activation`/`decodes` (identity here)."
+    """What every `*Flat` loss shares: the class `axis`, `flatten`, `reduction`, and `activation`/`decodes`
+    (identity here)."""
     def __init__(self, axis: int = -1, flatten: bool = True, reduction: str = 'mean'):
         super().__init__()
         self.axis, self.flatten = axis, flatten
@@ -201,7 +206,8 @@ class BCEWithLogitsLossFlat(BaseLoss):
         weight = self._weight_arg(args, weight, 'pos_weight=..., thresh=...')
         self.thresh = thresh
         self.register_buffer('weight', None if weight is None else torch.as_tensor(weight, dtype=torch.float32))
-        self.register_buffer('pos_weight', None if pos_weight is None else torch.as_tensor(pos_weight, dtype=torch.float32))
+        self.register_buffer('pos_weight',
+                             None if pos_weight is None else torch.as_tensor(pos_weight, dtype=torch.float32))
 
     def forward(self, input: Tensor, target: Tensor) -> Tensor:
         self._buffers_to(input.device)
@@ -221,7 +227,8 @@ class BCEWithLogitsLossFlat(BaseLoss):
     def decodes(self, x: Tensor) -> Tensor: return x > self.thresh
 
     def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, thresh={self.thresh}" + (", pos_weight=..." if self.pos_weight is not None else "")
+        pos_weight = ", pos_weight=..." if self.pos_weight is not None else ""
+        return f"{super().extra_repr()}, thresh={self.thresh}{pos_weight}"
 
 class MSELossFlat(BaseLoss):
     "Mean squared error, input and target flattened (so `(N, 1)` predictions match `(N,)` targets)."

@@ -52,7 +52,8 @@ def _batch_size(pred: Tensor, yb) -> int:
     return first.shape[0] if isinstance(first, Tensor) and first.dim() > 0 else 1
 
 class AvgMetric(Metric):
-    "Wraps a function f(pred, *yb) -> scalar tensor (batch mean); weighted by batch size; sums stay on device (no .item() per batch)."
+    """Wraps a function f(pred, *yb) -> scalar tensor (batch mean); weighted by batch size; sums stay on device
+    (no .item() per batch)."""
     def __init__(self, func, name: str | None = None):
         if not callable(func):
             raise TypeError(f"AvgMetric: func must be a function f(pred, *yb) -> scalar tensor, got {func!r}.")
@@ -109,11 +110,13 @@ def accuracy_multi(inp: Tensor, targ: Tensor, thresh: float = 0.5, sigmoid: bool
 
 # %% ../nbs/11_metrics.ipynb #56fa1e8d
 def as_metric(m) -> Metric:
-    "A `Metric` as is; a `Metric` subclass instantiated with no arguments; a function f(pred, *yb) wrapped in `AvgMetric`."
+    """A `Metric` as is; a `Metric` subclass instantiated with no arguments; a function f(pred, *yb) wrapped in
+    `AvgMetric`."""
     if isinstance(m, Metric): return m
     if isinstance(m, type):
         if issubclass(m, Metric): return m()
-        raise TypeError(f"as_metric: the class {m.__name__} is not a Metric; pass a Metric subclass, an instance, or a function.")
+        raise TypeError(f"as_metric: the class {m.__name__} is not a Metric; "
+                        "pass a Metric subclass, an instance, or a function.")
     if callable(m): return AvgMetric(m)
     raise TypeError(f"as_metric: expected a Metric, a Metric class or a function f(pred, *yb) -> tensor, got {m!r}.")
 
@@ -143,9 +146,11 @@ class _ConfusionMetric(Metric):
         t = t.long()
         if self.counts is None: self.counts = torch.zeros(n * n, dtype=torch.long, device=p.device)
         elif self.counts.numel() != n * n:
-            raise ValueError(f"{where}: pred has {n} classes but earlier batches had {math.isqrt(self.counts.numel())}.")
+            raise ValueError(f"{where}: pred has {n} classes "
+                             f"but earlier batches had {math.isqrt(self.counts.numel())}.")
         if t.device.type == 'cpu' and ((t < 0) | (t >= n)).any():  # free on the CPU; a sync on accelerators
-            raise ValueError(f"{where}: target values must be class indices in [0, {n}), got {t.min().item()}..{t.max().item()}.")
+            raise ValueError(f"{where}: target values must be class indices in [0, {n}), "
+                             f"got {t.min().item()}..{t.max().item()}.")
         self.counts.index_add_(0, t * n + p, torch.ones_like(p))
 
     def _score(self, tp: Tensor, n_pred: Tensor, n_true: Tensor) -> Tensor:
@@ -164,7 +169,8 @@ class _ConfusionMetric(Metric):
         if self.average == 'binary':
             if n != 2 or self.pos_label not in (0, 1):
                 raise ValueError(f"{type(self).__name__}: average='binary' needs 2 classes and pos_label 0 or 1, got "
-                                 f"{n} classes and pos_label={self.pos_label}; use average='macro', 'weighted' or 'micro'.")
+                                 f"{n} classes and pos_label={self.pos_label}; "
+                                 "use average='macro', 'weighted' or 'micro'.")
             return float(scores[self.pos_label])
         if self.average == 'weighted': return float(_safe_div((scores * n_true).sum(), n_true.sum()))
         present = (n_pred + n_true) > 0

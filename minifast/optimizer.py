@@ -38,7 +38,8 @@ def params_for_wd(model: nn.Module) -> tuple:
 
 # %% ../nbs/12_optimizer.ipynb #442edde8
 def _torch_names(defaults: dict) -> dict:
-    "Map fastai hyper-parameter names to `(torch key, index in a tuple or None)` for an optimizer with these `defaults`."
+    """Map fastai hyper-parameter names to `(torch key, index in a tuple or None)` for an optimizer with these
+    `defaults`."""
     names = {'lr': ('lr', None)}
     if 'betas' in defaults: names.update(mom=('betas', 0), sqr_mom=('betas', 1))
     elif 'momentum' in defaults: names['mom'] = ('momentum', None)
@@ -82,7 +83,8 @@ class OptimWrapper:
                 ps = [p for p in g if (id(p) not in no_wd_ids) == gets_wd]
                 if ps: idx.append((len(torch_groups), gets_wd)); torch_groups.append({'params': ps})
             self._index.append(idx)
-        if not any(k in torch_kwargs for k in ('foreach', 'fused')): torch_kwargs.update(self._speed_kwargs(torch_opt_cls))
+        if not any(k in torch_kwargs for k in ('foreach', 'fused')):
+            torch_kwargs.update(self._speed_kwargs(torch_opt_cls))
         self.torch_opt = torch_opt_cls(torch_groups, **torch_kwargs)
         self._names = _torch_names(self.torch_opt.defaults)
         self._manual_wd = self._manual_wd and 'wd' in self._names
@@ -103,8 +105,8 @@ class OptimWrapper:
         # fused kernels (one pass over each tensor, CPU and CUDA) where torch has them: the fastest, and they can skip a
         # step on the device (`step(found_inf=...)`); foreach kernels, which work on every device, otherwise.
         params = inspect.signature(torch_opt_cls).parameters
-        if 'fused' in params and all(p.device.type in ('cpu', 'cuda') and p.is_floating_point() for g in self._groups for p in g):
-            return {'fused': True}
+        fusable = all(p.device.type in ('cpu', 'cuda') and p.is_floating_point() for g in self._groups for p in g)
+        if 'fused' in params and fusable: return {'fused': True}
         return {'foreach': True} if 'foreach' in params else {}
 
     def __repr__(self): return f"OptimWrapper({type(self.torch_opt).__name__}, {len(self._groups)} layer groups)"
@@ -117,7 +119,8 @@ class OptimWrapper:
     def set_hyper(self, name: str, value):
         "Set hyper-parameter `name` to a scalar (all layer groups) or one value per layer group."
         if name not in self._names:
-            raise ValueError(f"{type(self.torch_opt).__name__} has no hyper-parameter {name!r}; it has {', '.join(self._names)}")
+            raise ValueError(f"{type(self.torch_opt).__name__} has no hyper-parameter {name!r}; "
+                             f"it has {', '.join(self._names)}")
         n = len(self._groups)
         if np.ndim(value) == 0: values = [float(value)] * n
         else:
@@ -143,13 +146,15 @@ class OptimWrapper:
 
     @property
     def can_skip_step(self) -> bool:
-        "Whether `step(found_inf=...)` can skip a step on the device: torch's fused optimizers read `found_inf` (as with a GradScaler)."
+        """Whether `step(found_inf=...)` can skip a step on the device: torch's fused optimizers read `found_inf`
+        (as with a GradScaler)."""
         return bool(getattr(self.torch_opt, '_step_supports_amp_scaling', False))
 
     @torch.no_grad()
     def flag_non_finite_grads(self, found_inf):
-        """Set `found_inf` (a float32 0-dim tensor) to 1 if a gradient of the parameters this optimizer steps holds a NaN or
-        an infinity, and return it: one foreach pass per (device, dtype) of gradients, on the device, nothing read back."""
+        """Set `found_inf` (a float32 0-dim tensor) to 1 if a gradient of the parameters this optimizer steps holds
+        a NaN or an infinity, and return it: one foreach pass per (device, dtype) of gradients, on the device,
+        nothing read back."""
         grads = {}
         for pg in self.torch_opt.param_groups:
             for p in pg['params']:
@@ -162,8 +167,8 @@ class OptimWrapper:
         return found_inf
 
     def _zero_missing_momentum(self):
-        # torch's fused SGD leaves the buffers of a skipped first step uninitialised, and fails when only some parameters
-        # of a group have one (after unfreeze): every parameter that steps gets a zero buffer beforehand.
+        # torch's fused SGD leaves the buffers of a skipped first step uninitialised, and fails when only some
+        # parameters of a group have one (after unfreeze): every parameter that steps gets a zero buffer beforehand.
         if not (isinstance(self.torch_opt, torch.optim.SGD) and self.torch_opt.defaults.get('fused')): return
         state = self.torch_opt.state
         for pg in self.torch_opt.param_groups:
@@ -174,24 +179,28 @@ class OptimWrapper:
 
     @torch.no_grad()
     def step(self, found_inf=None):
-        """Apply decoupled weight decay (when torch does not) then take torch's optimizer step. Where `found_inf` (a float32
-        0-dim tensor on the parameters' device, see `flag_non_finite_grads`) is 1, the whole step is skipped on the device:
-        weights, moments and step counts stay as they were, and nothing is read back (no host sync)."""
+        """Apply decoupled weight decay (when torch does not) then take torch's optimizer step. Where `found_inf`
+        (a float32 0-dim tensor on the parameters' device, see `flag_non_finite_grads`) is 1, the whole step is
+        skipped on the device: weights, moments and step counts stay as they were, and nothing is read back
+        (no host sync)."""
         if found_inf is not None and not self.can_skip_step:
-            raise ValueError(f"{type(self.torch_opt).__name__} without a fused kernel cannot skip a step on the device; call "
-                             "step() without found_inf, or use a fused optimizer (Adam, AdamW, SGD: the default for them)")
+            raise ValueError(f"{type(self.torch_opt).__name__} without a fused kernel cannot skip a step "
+                             "on the device; call step() without found_inf, "
+                             "or use a fused optimizer (Adam, AdamW, SGD: the default for them)")
         if self._manual_wd:
             pgs = self.torch_opt.param_groups
             for h, idx in zip(self._hypers, self._index):
                 if h['wd'] == 0 or h['lr'] == 0: continue
                 shrink = 1 - h['lr'] * h['wd']
-                if found_inf is not None: shrink = torch.where(found_inf != 0, 1., shrink)  # exactly 1 in a skipped step
+                # exactly 1 in a skipped step
+                if found_inf is not None: shrink = torch.where(found_inf != 0, 1., shrink)
                 for ti, gets_wd in idx:
                     ps = [p for p in pgs[ti]['params'] if gets_wd and p.grad is not None]
                     if ps: torch._foreach_mul_(ps, shrink)
         self._zero_missing_momentum()
         if found_inf is None: return self.torch_opt.step()
-        self.torch_opt.found_inf = found_inf  # how GradScaler hands it to fused optimizers: their step reads the attribute
+        # how GradScaler hands it to fused optimizers: their step reads the attribute
+        self.torch_opt.found_inf = found_inf
         try: self.torch_opt.step()
         finally: del self.torch_opt.found_inf
 
@@ -214,7 +223,8 @@ class OptimWrapper:
         "Freeze the layer groups before `n` (negative counts from the end), train the others."
         n_groups = len(self._groups)
         if not -n_groups <= n <= n_groups:
-            raise ValueError(f"freeze_to({n}): the optimizer has {n_groups} layer groups, pass n in [-{n_groups}, {n_groups}]")
+            raise ValueError(f"freeze_to({n}): the optimizer has {n_groups} layer groups, "
+                             f"pass n in [-{n_groups}, {n_groups}]")
         self.frozen_idx = n if n >= 0 else n_groups + n
         for i, g in enumerate(self._groups):
             for p in g:
@@ -238,7 +248,8 @@ def Adam(layer_groups, lr=1e-3, mom=0.9, sqr_mom=0.99, eps=1e-5, wd=0.01, decoup
                         dict(lr=lr, mom=mom, sqr_mom=sqr_mom, eps=eps, wd=wd), no_wd=no_wd,
                         norm_params=norm_params, decouple_wd=decouple_wd, **torch_kwargs)
 
-def SGD(layer_groups, lr=1e-3, mom=0., wd=0., decouple_wd=True, no_wd=(), norm_params=(), **torch_kwargs) -> OptimWrapper:
+def SGD(layer_groups, lr=1e-3, mom=0., wd=0., decouple_wd=True, no_wd=(), norm_params=(),
+        **torch_kwargs) -> OptimWrapper:
     "SGD with momentum `mom` (`torch.optim.SGD`); decoupled weight decay shrinks the weights before each step."
     return OptimWrapper(torch.optim.SGD, layer_groups, dict(lr=lr, mom=mom, wd=wd), no_wd=no_wd,
                         norm_params=norm_params, decouple_wd=decouple_wd, **torch_kwargs)

@@ -5,7 +5,8 @@ import sys
 
 import pytest
 
-pytestmark = pytest.mark.skipif(not sys.platform.startswith('linux') or not os.confstr('CS_GNU_LIBC_VERSION').startswith('glibc'),
+_GLIBC = sys.platform.startswith('linux') and os.confstr('CS_GNU_LIBC_VERSION').startswith('glibc')
+pytestmark = pytest.mark.skipif(not _GLIBC,
                                 reason='the setting exists only with glibc')
 
 # In a fresh process: import minifast, then how many bytes glibc maps on their own for one tensor of MB megabytes.
@@ -13,7 +14,8 @@ PROBE = """
 import ctypes, torch
 import minifast.vision.all
 class Info(ctypes.Structure):
-    _fields_ = [(n, ctypes.c_size_t) for n in ('arena', 'ordblks', 'smblks', 'hblks', 'hblkhd', 'usmblks', 'fsmblks', 'uordblks', 'fordblks', 'keepcost')]
+    _fields_ = [(n, ctypes.c_size_t) for n in ('arena', 'ordblks', 'smblks', 'hblks', 'hblkhd', 'usmblks', 'fsmblks',
+                                               'uordblks', 'fordblks', 'keepcost')]
 info = ctypes.CDLL('libc.so.6').mallinfo2
 info.restype = Info
 before = info().hblkhd
@@ -25,7 +27,8 @@ print(info().hblkhd - before)
 def _mapped(env_value, mb=64):
     env = {k: v for k, v in os.environ.items() if k != 'MINIFAST_KEEP_FREED_MEMORY'}
     if env_value is not None: env['MINIFAST_KEEP_FREED_MEMORY'] = env_value
-    out = subprocess.run([sys.executable, '-c', PROBE.replace('MB', str(mb))], env=env, capture_output=True, text=True, check=True)
+    out = subprocess.run([sys.executable, '-c', PROBE.replace('MB', str(mb))], env=env, capture_output=True,
+                         text=True, check=True)
     return int(out.stdout.split()[-1])
 
 

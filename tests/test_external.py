@@ -164,7 +164,8 @@ def test_wrong_checksum_leaves_nothing(server, tmp_path, monkeypatch, how):
     if how == 'checksum': kwargs['checksum'] = sha(blob + b'x')
     if how == 'size': kwargs['size'] = len(blob) + 1
     if how == 'registry': monkeypatch.setitem(CHECKSUMS, url, (len(blob), sha(b'other')))
-    with pytest.raises(ChecksumError, match='tiny.tgz') as e: untar_data(url, base=tmp_path, show_progress=False, **kwargs)
+    with pytest.raises(ChecksumError, match='tiny.tgz') as e:
+        untar_data(url, base=tmp_path, show_progress=False, **kwargs)
     assert url in str(e.value)
     assert all_files(tmp_path) == ['archive']  # no archive, no .part file, no data folder
     assert server.requests == ['/tiny.tgz']

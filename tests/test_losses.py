@@ -30,7 +30,8 @@ def make_case(scale, option, dtype, shape=(N, C), seed=0):
     t = torch.randint(0, shape[1], (shape[0],) + tuple(shape[2:]), generator=g)
     opts = dict(OPTIONS[option])
     kw = {}
-    if opts.pop('weight', False): kw['weight'] = (torch.rand(shape[1], generator=g, dtype=torch.float64) + 0.2).to(dtype)
+    if opts.pop('weight', False):
+        kw['weight'] = (torch.rand(shape[1], generator=g, dtype=torch.float64) + 0.2).to(dtype)
     if opts.pop('ignore', False):
         t.view(-1)[::3] = -100
     kw.update(opts)
@@ -90,7 +91,8 @@ def test_cross_entropy_unbatched():
     x = torch.randn(C, dtype=torch.float64)
     for red in ('mean', 'sum', 'none'):
         for t in (torch.tensor(3), torch.tensor(-100)):
-            ours, ref = cross_entropy(x, t, reduction=red, label_smoothing=0.1), F.cross_entropy(x, t, reduction=red, label_smoothing=0.1)
+            ours = cross_entropy(x, t, reduction=red, label_smoothing=0.1)
+            ref = F.cross_entropy(x, t, reduction=red, label_smoothing=0.1)
             assert ours.shape == ref.shape
             torch.testing.assert_close(ours, ref, rtol=1e-6, atol=1e-12, equal_nan=True)
 
@@ -139,7 +141,8 @@ def test_naive_softmax_log_overflows_but_ours_does_not():
     for red in ('mean', 'sum', 'none'):
         ours = cross_entropy(x, t, reduction=red, label_smoothing=0.1)
         assert torch.isfinite(ours).all()
-        torch.testing.assert_close(ours, F.cross_entropy(x, t, reduction=red, label_smoothing=0.1), rtol=2e-5, atol=1e-5)
+        torch.testing.assert_close(ours, F.cross_entropy(x, t, reduction=red, label_smoothing=0.1),
+                                   rtol=2e-5, atol=1e-5)
 
 
 def test_gradient_is_softmax_minus_onehot():
@@ -154,7 +157,8 @@ def test_written_from_scratch(monkeypatch):
     "Our cross_entropy must not call torch's own cross_entropy, log_softmax or nll_loss."
     def forbidden(*args, **kwargs): raise AssertionError('called a torch loss building block')
     for mod, name in [(F, 'cross_entropy'), (F, 'log_softmax'), (F, 'nll_loss'), (F, 'softmax'), (torch, 'log_softmax'),
-                      (torch, 'softmax'), (torch, 'logsumexp'), (torch.Tensor, 'log_softmax'), (torch.Tensor, 'logsumexp'),
+                      (torch, 'softmax'), (torch, 'logsumexp'), (torch.Tensor, 'log_softmax'),
+                      (torch.Tensor, 'logsumexp'),
                       (torch.Tensor, 'softmax'), (torch._C._nn, 'nll_loss_nd'), (torch._C._nn, 'cross_entropy_loss')]:
         monkeypatch.setattr(mod, name, forbidden)
     x, t, kw = make_case(30, 'all', torch.float32, shape=(4, C, 3))
@@ -203,12 +207,14 @@ def test_cross_entropy_flat_axis1_on_images():
     torch.testing.assert_close(loss(x, t), F.cross_entropy(x, t, **kw), rtol=1e-6, atol=1e-12)
     per_pixel = CrossEntropyLossFlat(axis=1, reduction='none', **kw)(x, t)
     assert per_pixel.shape == (2 * 3 * 4,)
-    torch.testing.assert_close(per_pixel, F.cross_entropy(x, t, reduction='none', **kw).reshape(-1), rtol=1e-6, atol=1e-12)
+    torch.testing.assert_close(per_pixel, F.cross_entropy(x, t, reduction='none', **kw).reshape(-1),
+                               rtol=1e-6, atol=1e-12)
     unflat = CrossEntropyLossFlat(axis=1, reduction='none', flatten=False, **kw)(x, t)
     torch.testing.assert_close(unflat, F.cross_entropy(x, t, reduction='none', **kw), rtol=1e-6, atol=1e-12)
     # classes last, as a channels-last model would give them
     x_last = x.permute(0, 2, 3, 1)
-    torch.testing.assert_close(CrossEntropyLossFlat(**kw)(x_last, t), F.cross_entropy(x, t, **kw), rtol=1e-6, atol=1e-12)
+    torch.testing.assert_close(CrossEntropyLossFlat(**kw)(x_last, t), F.cross_entropy(x, t, **kw),
+                               rtol=1e-6, atol=1e-12)
 
 
 def test_cross_entropy_flat_activation_decodes_and_repr():
@@ -263,7 +269,8 @@ def test_bce_flat_activation_decodes():
     assert loss.decodes(loss.activation(x)).tolist() == [[False, False, True, True]]  # sigmoid: .12 .62 .73 .95
     # single-output binary classifier: (N, 1) scores against (N,) labels
     x1, t1 = torch.randn(5, 1), torch.tensor([0, 1, 1, 0, 1])
-    torch.testing.assert_close(BCEWithLogitsLossFlat()(x1, t1), F.binary_cross_entropy_with_logits(x1[:, 0], t1.float()))
+    torch.testing.assert_close(BCEWithLogitsLossFlat()(x1, t1),
+                               F.binary_cross_entropy_with_logits(x1[:, 0], t1.float()))
 
 
 def test_regression_flat_losses():
@@ -274,7 +281,8 @@ def test_regression_flat_losses():
             torch.testing.assert_close(cls(reduction=red)(pred, targ), fn(pred[:, 0], targ, reduction=red))
         torch.testing.assert_close(cls()(pred, targ.half()), fn(pred[:, 0], targ.half().float()))  # targets floatified
         assert cls().decodes(pred) is pred and cls().activation(pred) is pred
-    assert MSELossFlat()(torch.tensor([[1., 2.], [3., 4.]]), torch.tensor([[1., 2.], [3., 6.]])) == 1.0  # 4 / 4 elements
+    # 4 / 4 elements
+    assert MSELossFlat()(torch.tensor([[1., 2.], [3., 4.]]), torch.tensor([[1., 2.], [3., 6.]])) == 1.0
 
 
 def test_flat_losses_are_modules_and_move():

@@ -56,7 +56,8 @@ def test_accuracy_multi_hand_values():
     targ = torch.tensor([[1, 0, 0], [0, 1, 1]])               # wrong: (0, 2) and (1, 2)
     assert accuracy_multi(inp, targ).item() == pytest.approx(4 / 6)
     assert accuracy_multi(inp.sigmoid(), targ, sigmoid=False).item() == pytest.approx(4 / 6)
-    assert accuracy_multi(inp, targ.bool(), thresh=0.8).item() == pytest.approx(4 / 6)  # .8 > sigmoid(.3)=.57: (0,2) now right, (0,0) .88 still right, (1,1) .52 now wrong
+    # .8 > sigmoid(.3)=.57: (0,2) now right, (0,0) .88 still right, (1,1) .52 now wrong
+    assert accuracy_multi(inp, targ.bool(), thresh=0.8).item() == pytest.approx(4 / 6)
     with pytest.raises(ValueError, match='accuracy_multi'): accuracy_multi(inp, targ[:, :2])
 
 
@@ -220,9 +221,12 @@ def test_binary_hand_values():
 
 def test_confusion_metric_errors():
     with pytest.raises(ValueError, match="average.*'avg'"): Precision(average='avg')
-    with pytest.raises(ValueError, match="binary.*3 classes.*macro"): run(Recall(), (torch.randn(4, 3), torch.tensor([0, 1, 2, 0])))
-    with pytest.raises(ValueError, match=r'\[0, 3\).*5'): run(F1Score(average='macro'), (torch.randn(2, 3), torch.tensor([0, 5])))
-    with pytest.raises(ValueError, match='one score per class'): run(Precision(), (torch.randn(4, 1), torch.tensor([0, 1, 1, 0])))
+    with pytest.raises(ValueError, match="binary.*3 classes.*macro"):
+        run(Recall(), (torch.randn(4, 3), torch.tensor([0, 1, 2, 0])))
+    with pytest.raises(ValueError, match=r'\[0, 3\).*5'):
+        run(F1Score(average='macro'), (torch.randn(2, 3), torch.tensor([0, 5])))
+    with pytest.raises(ValueError, match='one score per class'):
+        run(Precision(), (torch.randn(4, 1), torch.tensor([0, 1, 1, 0])))
     with pytest.raises(ValueError, match='3 classes but earlier batches had 2'):
         run(Precision(), (torch.randn(2, 2), torch.tensor([0, 1])), (torch.randn(2, 3), torch.tensor([0, 1])))
     assert math.isnan(Precision().value)

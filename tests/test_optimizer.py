@@ -42,7 +42,8 @@ def test_adam_equals_torch_adamw():
     xs = batches(6)
     train(m1, Adam(layer_groups(m1), lr=3e-2, mom=0.8, sqr_mom=0.95, eps=1e-6, wd=0.1), xs)
     # the wrapper picks torch's fused kernel (see test_fast_kernels): the same steps as torch's fused AdamW
-    train(m2, torch.optim.AdamW(m2.parameters(), lr=3e-2, betas=(0.8, 0.95), eps=1e-6, weight_decay=0.1, fused=True), xs)
+    train(m2, torch.optim.AdamW(m2.parameters(), lr=3e-2, betas=(0.8, 0.95), eps=1e-6, weight_decay=0.1, fused=True),
+          xs)
     assert not torch.equal(m1[0].weight, make_model()[0].weight)  # it did train
     for a, b in zip(m1.parameters(), m2.parameters()): torch.testing.assert_close(a, b, rtol=0, atol=1e-7)
 
@@ -61,7 +62,8 @@ def test_adam_l2_equals_torch_adam():
     opt = Adam(m1.parameters(), lr=1e-2, wd=0.05, decouple_wd=False)
     assert type(opt.torch_opt) is torch.optim.Adam
     train(m1, opt, xs)
-    train(m2, torch.optim.Adam(m2.parameters(), lr=1e-2, betas=(0.9, 0.99), eps=1e-5, weight_decay=0.05, fused=True), xs)
+    train(m2, torch.optim.Adam(m2.parameters(), lr=1e-2, betas=(0.9, 0.99), eps=1e-5, weight_decay=0.05, fused=True),
+          xs)
     for a, b in zip(m1.parameters(), m2.parameters()): torch.testing.assert_close(a, b, rtol=0, atol=1e-7)
 
 
@@ -97,7 +99,8 @@ def test_params_for_wd_and_norm_params():
     decay, no_decay = params_for_wd(model)
     assert {id(p) for p in decay} == {id(model[i].weight) for i in (0, 3, 5)}
     assert len(decay) + len(no_decay) == len(list(model.parameters()))
-    assert {id(p) for p in norm_params(model)} == {id(model[i].weight) for i in (1, 4)} | {id(model[i].bias) for i in (1, 4)}
+    norm = {id(model[i].weight) for i in (1, 4)} | {id(model[i].bias) for i in (1, 4)}
+    assert {id(p) for p in norm_params(model)} == norm
     gn = nn.Sequential(nn.Conv2d(3, 4, 1), nn.GroupNorm(2, 4), nn.InstanceNorm2d(4, affine=True))
     assert len(norm_params(gn)) == 4
 
@@ -132,8 +135,10 @@ def test_set_hyper_errors():
     with pytest.raises(ValueError, match='2 values.*3 layer groups'): opt.set_hyper('lr', [1e-3, 1e-2])
     with pytest.raises(ValueError, match='lr must be >= 0'): opt.set_hyper('lr', -1e-3)
     with pytest.raises(ValueError, match='lr'): Adam(make_model().parameters(), lr=-1.)
-    with pytest.raises(ValueError, match="no hyper-parameter 'sqr_mom'"): SGD(make_model().parameters()).set_hyper('sqr_mom', .9)
-    with pytest.raises(ValueError, match='hypers'): OptimWrapper(torch.optim.SGD, make_model().parameters(), {}, momentum=0.9)
+    with pytest.raises(ValueError, match="no hyper-parameter 'sqr_mom'"):
+        SGD(make_model().parameters()).set_hyper('sqr_mom', .9)
+    with pytest.raises(ValueError, match='hypers'):
+        OptimWrapper(torch.optim.SGD, make_model().parameters(), {}, momentum=0.9)
 
 
 def test_lr_zero_means_no_update():
@@ -256,12 +261,14 @@ def test_layer_groups_input_forms():
 
 
 def test_fast_kernels():
-    "fused by default where torch has it (Adam, AdamW, SGD, also on the CPU), foreach otherwise; an explicit choice passes through."
+    """fused by default where torch has it (Adam, AdamW, SGD, also on the CPU), foreach otherwise; an explicit choice
+    passes through."""
     m1, m2 = make_model(), make_model()
     for opt in (Adam(m1.parameters()), Adam(m1.parameters(), decouple_wd=False), SGD(m1.parameters(), mom=0.9)):
         assert opt.torch_opt.defaults['fused'] is True and not opt.torch_opt.defaults['foreach'] and opt.can_skip_step
     for opt in (RMSProp(m1.parameters()), Adam(m1.parameters(), foreach=True)):
-        assert opt.torch_opt.defaults['foreach'] is True and not opt.torch_opt.defaults.get('fused') and not opt.can_skip_step
+        assert opt.torch_opt.defaults['foreach'] is True and not opt.torch_opt.defaults.get('fused')
+        assert not opt.can_skip_step
     opt = Adam(m1.parameters(), lr=1e-2, fused=True)
     assert opt.torch_opt.defaults['fused'] is True and not opt.torch_opt.defaults['foreach']
     xs = batches(3)
@@ -281,9 +288,10 @@ FUSED_AND_FOREACH = {
 
 @pytest.mark.parametrize('name', list(FUSED_AND_FOREACH))
 def test_fused_and_foreach_take_the_same_steps(name):
-    """The default (fused, also on the CPU) and foreach take the same step from the same state, up to float rounding:
-    weights and moments, at each of 12 steps. (Over many steps the two drift apart by more than rounding: Adam divides
-    by the root of tiny second moments, which turns a rounding difference in a near-zero gradient into one of order lr.)"""
+    """The default (fused, also on the CPU) and foreach take the same step from the same state, up to float
+    rounding: weights and moments, at each of 12 steps. (Over many steps the two drift apart by more than rounding:
+    Adam divides by the root of tiny second moments, which turns a rounding difference in a near-zero gradient into
+    one of order lr.)"""
     make_opt = FUSED_AND_FOREACH[name]
     model = make_model()
     fused = make_opt(layer_groups(model))
@@ -337,7 +345,8 @@ def bad_step(model, opt, value):
 @pytest.mark.parametrize('value', [float('nan'), float('inf')])
 @pytest.mark.parametrize('name', list(FUSED_AND_FOREACH))
 def test_a_step_with_found_inf_changes_nothing_and_training_goes_on_as_without_it(name, value):
-    "Weights, moments and step counts are exactly those before the bad step, and the next steps are those of a run without it."
+    """Weights, moments and step counts are exactly those before the bad step, and the next steps are those of a run
+    without it."""
     make_opt = FUSED_AND_FOREACH[name]
     m1, m2 = make_model(), make_model()
     opt1, opt2 = make_opt(layer_groups(m1)), make_opt(layer_groups(m2))
@@ -357,19 +366,23 @@ def test_a_step_with_found_inf_changes_nothing_and_training_goes_on_as_without_i
 
 
 def test_sgd_with_momentum_whose_first_step_is_skipped_then_trains_as_without_it():
-    "torch's fused SGD would allocate the momentum buffers of a first step uninitialised, also when it skips it: they start at zero."
+    """torch's fused SGD would allocate the momentum buffers of a first step uninitialised, also when it skips it: they
+    start at zero."""
     m1, m2 = make_model(), make_model()
     opt1, opt2 = SGD(layer_groups(m1), lr=0.1, mom=0.9), SGD(layer_groups(m2), lr=0.1, mom=0.9)
     m1.eval(); bad_step(m1, opt1, float('nan')); m1.train()
     assert same_params(m1, m2)
-    assert all(torch.equal(s['momentum_buffer'], torch.zeros_like(s['momentum_buffer'])) for s in opt1.torch_opt.state.values())
+    zeros = [torch.equal(s['momentum_buffer'], torch.zeros_like(s['momentum_buffer']))
+             for s in opt1.torch_opt.state.values()]
+    assert all(zeros)
     xs = batches(4)
     train(m1, opt1, xs); train(m2, opt2, xs)
     assert same_params(m1, m2)
 
 
 def test_flag_non_finite_grads():
-    "1 for a NaN, +inf or -inf anywhere in a gradient (a parameter without one is left out), 0 otherwise; the gradients keep their values."
+    """1 for a NaN, +inf or -inf anywhere in a gradient (a parameter without one is left out), 0 otherwise; the
+    gradients keep their values."""
     model = make_model()
     opt = Adam(layer_groups(model))
     model(batches(1)[0]).pow(2).mean().backward()
@@ -395,7 +408,8 @@ def test_found_inf_needs_an_optimizer_that_can_skip_on_the_device():
 
 
 def test_fused_sgd_with_momentum_steps_after_unfreeze():
-    "torch's fused SGD fails when only some parameters of a group have a momentum buffer (after unfreeze): not through the wrapper."
+    """torch's fused SGD fails when only some parameters of a group have a momentum buffer (after unfreeze): not through
+    the wrapper."""
     m1, m2 = make_model(), make_model()
     opts = [SGD(layer_groups(m), lr=0.1, mom=0.9, wd=0.01, **k) for m, k in ((m1, {}), (m2, {'foreach': True}))]
     for o in opts: o.freeze()

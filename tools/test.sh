@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Sets up .venv on a fresh machine and runs every check: the notebooks export to exactly the
-# committed package, the notebooks' own checks (nbdev_test), then the pytest suite.
+# Sets up .venv on a fresh machine and runs every check: ruff's lint, the notebooks export to exactly
+# the committed package, the notebooks' own checks (nbdev_test), then the pytest suite.
+# The documentation is a separate command: tools/docs.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python="${PYTHON:-python3}"
@@ -12,6 +13,12 @@ export MPLBACKEND=Agg
 # The checks run two processes at a time on a 2-core machine: one thread each, or the two fight over
 # the cores and PyTorch's thread pools slow every operation down many times.
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
+
+echo "== ruff check: lint (pyflakes, pycodestyle, lines <= 120) of the notebooks, the package, tests, tools"
+if ! .venv/bin/ruff check .; then
+  echo "ruff check failed: fix the lines above (in nbs/, never in minifast/; config in pyproject.toml)." >&2
+  exit 1
+fi
 
 echo "== nbdev_export: minifast/ must equal the export of nbs/"
 .venv/bin/nbdev_export

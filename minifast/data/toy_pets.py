@@ -316,7 +316,8 @@ def toy_pets(dest=None, n_per_breed: int = 40, seed: int = 42, force: bool = Fal
     try:
         tmp.chmod(0o755)  # mkdtemp makes it private; the data is not
         _draw_all(tmp, n_per_breed, seed)
-        if force or not _is_complete(root, n_per_breed, seed): _move_into_place(tmp, root)   # else another process drew it meanwhile: keep theirs
+        # unless another process drew it meanwhile: then keep theirs
+        if force or not _is_complete(root, n_per_breed, seed): _move_into_place(tmp, root)
     finally:
         if tmp.exists(): shutil.rmtree(tmp)
     return root

@@ -31,8 +31,6 @@ import minifast.callback.tta as _callback_tta
 import minifast.callback.misc as _callback_misc
 import minifast.callback.tracker as _callback_tracker
 
-_modules = [_core, _data_transforms, _data_core, _data_block, _data_external, _data_toy_pets, _vision_core, _vision_augment, _vision_augment_batch, _vision_data, _losses, _metrics, _optimizer, _callback_core, _callback_progress, _callback_schedule, _callback_fp16, _learner, _export, _vision_learner, _interpret, _callback_tracker, _callback_misc, _callback_tta]
-
 from ..core import *
 from ..data.transforms import *
 from ..data.core import *
@@ -61,6 +59,12 @@ from ..callback.tracker import *
 # of vision.learner (for vision_learner), so the module's names come one by one.
 from .models.efficientnet_lite import (
     EfficientNetLite0, LITE0_STATS, lite0_body, lite0_split, lite0_state_dict, lite0_weights_path)
-_lite0_names = ['EfficientNetLite0', 'LITE0_STATS', 'lite0_body', 'lite0_split', 'lite0_state_dict', 'lite0_weights_path']
+_lite0_names = ['EfficientNetLite0', 'LITE0_STATS', 'lite0_body', 'lite0_split', 'lite0_state_dict',
+                'lite0_weights_path']
+
+_modules = [_core, _data_transforms, _data_core, _data_block, _data_external, _data_toy_pets,
+            _vision_core, _vision_augment, _vision_augment_batch, _vision_data, _losses, _metrics, _optimizer,
+            _callback_core, _callback_progress, _callback_schedule, _callback_fp16, _learner, _export,
+            _vision_learner, _interpret, _callback_tracker, _callback_misc, _callback_tta]
 
 __all__ = sorted({name for m in _modules for name in m.__all__} | set(_lite0_names))

@@ -44,12 +44,15 @@ def test_summary_explains_why_items_cannot_be_collated(pets_path):
     assert text.count('(3, ') >= 3, "the shapes of the items are listed"
     assert 'Resize(460)' in text
     lines = []
-    _pets_block(item_tfms=Resize(64), batch_tfms=aug_transforms(size=32)).summary(pets_path/'images', print_fn=lines.append)
+    block = _pets_block(item_tfms=Resize(64), batch_tfms=aug_transforms(size=32))
+    block.summary(pets_path/'images', print_fn=lines.append)
     assert lines[-1].strip() == 'All steps succeeded.'
     text = '\n'.join(lines)
-    steps = ['2 datasets of sizes 89 (train) and 22 (valid)', 'vocab: 37 classes', 'PILImage.create(draft_size=64) -> PILImage mode=RGB',
+    steps = ['2 datasets of sizes 89 (train) and 22 (valid)', 'vocab: 37 classes',
+             'PILImage.create(draft_size=64) -> PILImage mode=RGB',
              'Categorize(37 classes) -> Tensor of shape (), dtype torch.int64',
-             'Resize(size=[64, 64]', '-> Image mode=RGB size=64x64', 'ToTensor() -> Tensor of shape (3, 64, 64), dtype torch.uint8',
+             'Resize(size=[64, 64]', '-> Image mode=RGB size=64x64',
+             'ToTensor() -> Tensor of shape (3, 64, 64), dtype torch.uint8',
              'Collating 4 samples', 'element 0: Tensor of shape (4, 3, 64, 64), dtype torch.uint8',
              'FusedGeometry(', ') -> Tensor of shape (4, 3, 32, 32), dtype torch.float32', 'FusedLighting(']
     positions = [text.find(s) for s in steps]
@@ -71,7 +74,8 @@ def test_show_batch_draws_decoded_class_names(pets_path):
 
 def test_resize_random_on_train_centred_on_valid(pets_path):
     from PIL import Image
-    img = next(im for im in (Image.open(f).convert('RGB') for f in get_image_files(pets_path/'images')) if im.size[0] != im.size[1])
+    img = next(im for im in (Image.open(f).convert('RGB') for f in get_image_files(pets_path/'images'))
+               if im.size[0] != im.size[1])
     rs = Resize(32)
     w, h = img.size
     centre = rs.crop_box(w, h, split_idx=1)
@@ -114,7 +118,8 @@ def test_resize_pixels_against_pil_and_torchvision():
     for s in range(4):                                     # training: a random window of the same, largest size
         l, t, r, b = Resize(24).crop_box(60, 30, split_idx=0, generator=torch.Generator().manual_seed(s))
         assert (r - l, b - t, t) == (30, 30, 0) and 0 <= l <= 30
-    assert np.array_equal(np.asarray(Resize((10, 40), method='squish')(img)), np.asarray(img.resize((40, 10), Image.BILINEAR)))
+    assert np.array_equal(np.asarray(Resize((10, 40), method='squish')(img)),
+                          np.asarray(img.resize((40, 10), Image.BILINEAR)))
     fitted = torch.from_numpy(np.array(img.resize((64, 32), Image.BILINEAR))).permute(2, 0, 1)   # 60x30 fitted in 64x64
     for pad_mode, tv_mode in [('zeros', 'constant'), ('border', 'edge'), ('reflection', 'reflect')]:
         out = np.asarray(Resize(64, method='pad', pad_mode=pad_mode)(img))
@@ -154,17 +159,21 @@ class _RecordBatch(Transform):
 def test_item_transforms_in_workers_uint8_until_the_device(pets_path):
     def dls(seed):
         record = _RecordBatch()
-        block = _pets_block(item_tfms=[Resize(48), _OnlyInWorker()], batch_tfms=[record, *aug_transforms(size=32, min_scale=0.75)])
+        block = _pets_block(item_tfms=[Resize(48), _OnlyInWorker()],
+                            batch_tfms=[record, *aug_transforms(size=32, min_scale=0.75)])
         return block.dataloaders(pets_path/'images', bs=8, num_workers=2, device='cpu', seed=seed), record
     a, record = dls(0)
     assert a.train.num_workers == 2
     epoch1 = [xb for xb, _ in a.train]
-    assert len(epoch1) == len(a.train) == (111 - 22) // 8 and all(x.shape == (8, 3, 32, 32) and x.dtype == torch.float32 for x in epoch1)
-    assert record.seen == [(torch.uint8, 'cpu', (8, 3, 48, 48))] * 11, "collated uint8; converted only by the batch stage"
+    assert len(epoch1) == len(a.train) == (111 - 22) // 8
+    assert all(x.shape == (8, 3, 32, 32) and x.dtype == torch.float32 for x in epoch1)
+    assert record.seen == [(torch.uint8, 'cpu', (8, 3, 48, 48))] * 11, \
+        "collated uint8; converted only by the batch stage"
     epoch2 = [xb for xb, _ in a.train]
     assert not any(torch.equal(x, y) for x, y in zip(epoch1, epoch2)), "a new order and new augmentation each epoch"
     again = [xb for xb, _ in dls(0)[0].train]
-    assert all(torch.equal(x, y) for x, y in zip(epoch1, again)), "the same seed replays the same batches, workers or not"
+    assert all(torch.equal(x, y) for x, y in zip(epoch1, again)), \
+        "the same seed replays the same batches, workers or not"
     v1, v2 = [[xb for xb, _ in a.valid] for _ in range(2)]
     assert all(torch.equal(x, y) for x, y in zip(v1, v2))
 
@@ -176,12 +185,14 @@ def test_dataloaders_new_to_and_from_name_func(pets_path):
     assert list(dls.vocab) == sorted(PET_BREEDS) and dls.c == 37
     assert str(dls.train_ds.items[0]) in map(str, files)
     same = _pets_block(item_tfms=Resize(32)).dataloaders(pets_path/'images', bs=8, device='cpu')
-    assert list(map(str, dls.valid_ds.items)) == list(map(str, same.valid_ds.items)), "valid_pct + seed: RandomSplitter(seed=42)"
+    assert list(map(str, dls.valid_ds.items)) == list(map(str, same.valid_ds.items)), \
+        "valid_pct + seed: RandomSplitter(seed=42)"
     small = dls.new(bs=4)
     assert small.train.bs == 4 and dls.train.bs == 8 and small.one_batch()[0].shape == (4, 3, 32, 32)
     assert small.vocab is dls.vocab and len(small.valid) == -(-len(dls.valid_ds) // 4)
     assert dls.to('cpu') is dls and dls.device == torch.device('cpu') and dls.train.one_batch()[0].device.type == 'cpu'
-    assert [dls.vocab[int(i)] for i in dls.valid.one_batch()[1]] == [f.name.rsplit('_', 1)[0] for f in dls.valid_ds.items[:8]]
+    assert ([dls.vocab[int(i)] for i in dls.valid.one_batch()[1]] ==
+            [f.name.rsplit('_', 1)[0] for f in dls.valid_ds.items[:8]])
 
 
 def test_show_batch_undoes_normalisation(pets_path):
@@ -197,14 +208,16 @@ def test_show_batch_undoes_normalisation(pets_path):
             im = im.convert('RGB')
             w, h = im.size
             s = min(w, h)
-            ref = np.asarray(im.resize((48, 48), Image.BILINEAR, box=((w - s) / 2, (h - s) / 2, (w + s) / 2, (h + s) / 2)))
+            box = ((w - s) / 2, (h - s) / 2, (w + s) / 2, (h + s) / 2)
+            ref = np.asarray(im.resize((48, 48), Image.BILINEAR, box=box))
         assert a.shape == (48, 48, 3) and np.abs(a.astype(int) - ref).max() <= 1
     plt.close(fig)
 
 
 def test_validation_label_missing_from_training_is_caught_up_front(pets_path):
     block = DataBlock(blocks=(ImageBlock, CategoryBlock), get_items=get_image_files,
-                      splitter=FuncSplitter(lambda f: f.name.startswith('pug_')), get_y=using_attr(RegexLabeller(PAT), 'name'),
+                      splitter=FuncSplitter(lambda f: f.name.startswith('pug_')),
+                      get_y=using_attr(RegexLabeller(PAT), 'name'),
                       item_tfms=Resize(32))
     with pytest.raises(ValueError, match=r"'pug' \(3 items\); e\.g\. item .*pug_1\.jpg") as e:
         block.dataloaders(pets_path/'images', device='cpu')
@@ -222,9 +235,11 @@ def test_summary_names_the_failing_step_transform_and_item(pets_path, tmp_path, 
     items[broken].write_bytes(b'')
     lines = []
     DataBlock(blocks=(ImageBlock, CategoryBlock), get_items=get_image_files, splitter=IndexSplitter([]),
-              get_y=using_attr(RegexLabeller(PAT), 'name'), item_tfms=Resize(32)).summary(tmp_path, print_fn=lines.append)
+              get_y=using_attr(RegexLabeller(PAT), 'name'),
+              item_tfms=Resize(32)).summary(tmp_path, print_fn=lines.append)
     failed = [l for l in lines if 'FAILED' in l]
-    assert len(failed) == 1 and 'PILImage.create' in failed[0] and 'ImageReadError' in failed[0] and 'empty' in failed[0]
+    assert len(failed) == 1 and 'PILImage.create' in failed[0]
+    assert 'ImageReadError' in failed[0] and 'empty' in failed[0]
     assert items[broken].name in '\n'.join(lines[lines.index(failed[0]) - 2:lines.index(failed[0]) + 1])
     assert lines[-1].strip().startswith('Stopped') and 'All steps succeeded.' not in lines
 
@@ -234,10 +249,11 @@ def test_from_df_multi_label(pets_path):
     import pandas as pd
     files = sorted(get_image_files(pets_path/'images'))[::9][:12]   # cats and dogs, short and long names
     tags = lambda f: ('cat' if f.name[0].isupper() else 'dog') + (' long_name' if f.name.count('_') > 1 else '')
-    df = pd.DataFrame({'name': [f.name for f in files], 'tags': [tags(f) for f in files], 'is_valid': [i % 4 == 1 for i in range(12)]})
+    df = pd.DataFrame({'name': [f.name for f in files], 'tags': [tags(f) for f in files],
+                       'is_valid': [i % 4 == 1 for i in range(12)]})
     assert set(df.tags[~df.is_valid]) == {'cat', 'cat long_name', 'dog', 'dog long_name'}
-    dls = ImageDataLoaders.from_df(df, pets_path, folder='images', label_delim=' ', valid_col='is_valid', item_tfms=Resize(32),
-                                   bs=4, device='cpu', seed=0)
+    dls = ImageDataLoaders.from_df(df, pets_path, folder='images', label_delim=' ', valid_col='is_valid',
+                                   item_tfms=Resize(32), bs=4, device='cpu', seed=0)
     assert list(dls.vocab) == ['cat', 'dog', 'long_name'] and dls.c == 3 and len(dls.valid_ds) == 3
     x, y = dls.valid.one_batch()
     assert x.shape == (3, 3, 32, 32) and y.dtype == torch.float32
