@@ -5,7 +5,7 @@ import stat
 import pytest
 import torch
 
-from minifast.export import load_learner
+from minifast.learner import load_learner
 from minifast.vision.augment import Resize
 from minifast.vision.data import ImageDataLoaders
 from minifast.vision.learner import vision_learner, resnet18

@@ -190,9 +190,9 @@ def test_an_optimiser_that_cannot_skip_on_the_device_spreads_nan_to_the_weights_
     messages = [str(w.message) for w in caught if 'Recorder' in str(w.message)]
     assert len(messages) == 1, messages  # epochs 1 and 2 are NaN: one warning per fit
     assert re.match(r'Recorder: the training loss is nan and the validation loss is nan at epoch 1 '
-                    r'\(from training batch 1 on\)\. A NaN or infinite loss is back-propagated and stepped into every '
-                    r'weight, and the model does not recover: lower the learning rate.*cbs=TerminateOnNaNCallback\(\) '
-                    rf'to stop at the first bad batch with the weights of the last good step\. StepGuard could not skip '
+                    r'\(from training batch 1 on\)\. A NaN or infinite loss is stepped into every weight, and the '
+                    r'model does not recover\. Lower the learning rate.*cbs=TerminateOnNaNCallback\(\) '
+                    rf'to stop at the first bad batch\. StepGuard could not skip '
                     rf'the bad steps: {name} cannot skip a step on the device; ', messages[0]), messages
 
 

@@ -73,6 +73,11 @@ class MixedPrecision(Callback):
         if self.scaler is not None and recorder is not None:  # the skipped steps become a column of the results table
             recorder.add_column('skipped_steps', lambda: self.skipped_per_epoch[-1] if self.skipped_per_epoch else 0)
 
+    @property
+    def skips_bad_steps(self) -> bool:
+        "With a gradient scaler, the steps with non-finite gradients are skipped here (a capability, see `Callback`)."
+        return self.scaler is not None
+
     def after_fit(self):
         recorder = getattr(self.learn, 'recorder', None)
         if recorder is not None: recorder.remove_column('skipped_steps')

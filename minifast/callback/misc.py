@@ -11,7 +11,8 @@ from pathlib import Path
 
 import torch
 
-from .core import Callback, CancelBatchException
+from ..core import import_pandas
+from .core import Callback, CancelBatchException, any_cb
 from .progress import format_time, in_notebook
 
 # %% ../../nbs/19a_callback.misc.ipynb #48d6f9d5
@@ -47,11 +48,7 @@ class CSVLogger(Callback):
     def read_log(self):
         "The logged history as a pandas DataFrame."
         if self.path is None: raise ValueError("CSVLogger.read_log: nothing was logged yet; train with this callback first.")
-        try: import pandas as pd
-        except ImportError as e:
-            raise ImportError(f"CSVLogger.read_log() returns a pandas DataFrame, and pandas (an optional dependency of "
-                              f"minifast) is not installed: pip install pandas, or pip install 'minifast[pandas]'. Without "
-                              f"it, read the log with the csv module: csv.DictReader(open({str(self.path)!r})).") from e
+        pd = import_pandas('CSVLogger.read_log()', f"Or read the log with csv.DictReader(open({str(self.path)!r})).")
         return pd.read_csv(self.path)
 
 # %% ../../nbs/19a_callback.misc.ipynb #52ec7ced
@@ -59,8 +56,7 @@ class ShowGraphCallback(Callback):
     "Plot the training and validation losses after each epoch (updated in place in a notebook, kept in `.fig`)."
     order = 65
     def before_fit(self):
-        from minifast.callback.schedule import LRFinder
-        self.run = not any(isinstance(cb, LRFinder) for cb in self.learn.cbs)
+        self.run = not any_cb(self.learn.cbs, 'expects_divergence')  # no graph of lr_find's search
         self.fig, self._handle = None, None
         self.n_total = self.learn.n_epoch * len(self.learn.dls.train)
 

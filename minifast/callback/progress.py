@@ -6,6 +6,7 @@
 __all__ = ['in_notebook', 'format_time', 'ProgressCallback']
 
 # %% ../../nbs/14_callback.progress.ipynb #f516c186
+import contextlib
 import time
 
 from .core import Callback
@@ -88,8 +89,9 @@ class ProgressCallback(Callback):
     def _show(self, names):
         if in_notebook():
             from IPython.display import HTML, display
-            html = ('<table border="1" class="dataframe"><thead><tr>' + ''.join(f'<th>{n}</th>' for n in names) + '</tr></thead><tbody>'
-                    + ''.join('<tr>' + ''.join(f'<td>{v}</td>' for v in r) + '</tr>' for r in self.rows) + '</tbody></table>')
+            head = ''.join(f'<th>{n}</th>' for n in names)
+            body = ''.join('<tr>' + ''.join(f'<td>{v}</td>' for v in r) + '</tr>' for r in self.rows)
+            html = f'<table border="1" class="dataframe"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
             if self._handle is None: self._handle = display(HTML(html), display_id=True)
             else: self._handle.update(HTML(html))
             return
@@ -100,3 +102,10 @@ class ProgressCallback(Callback):
         print('  '.join(v.ljust(w) for v, w in zip(self.rows[-1], widths)), flush=True)
 
     def after_fit(self): self._close_bar()
+
+    @contextlib.contextmanager
+    def table_hidden(self):
+        "Keep the bar but show no table of epoch results during a `with` block (`lr_find`, `get_preds`)."
+        old, self.show_table = self.show_table, False
+        try: yield self
+        finally: self.show_table = old

@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['sched_lin', 'sched_cos', 'sched_no', 'sched_exp', 'Schedule', 'SchedLin', 'SchedCos', 'SchedNo', 'SchedExp',
            'CombinedSchedule', 'combine_scheds', 'combined_cos', 'one_cycle_scheds', 'flat_cos_scheds', 'lr_range',
-           'minimum', 'steep', 'valley', 'slide', 'suggested_lrs', 'ParamScheduler', 'LRFinder']
+           'minimum', 'steep', 'valley', 'slide', 'suggested_lrs', 'ParamScheduler', 'LRFinder', 'lr_find']
 
 # %% ../../nbs/15_callback.schedule.ipynb #02b7d330
 import collections
@@ -192,6 +192,7 @@ def suggested_lrs(names, values, figure=None):
 import copy
 
 from .core import Callback, CancelFitException, CancelValidException
+from ..core import listify
 
 class ParamScheduler(Callback):
     "Set each hyper-parameter of `scheds` (name -> schedule of pos in [0, 1]) before every training batch."
@@ -204,10 +205,12 @@ class ParamScheduler(Callback):
     def __repr__(self): return f"ParamScheduler({list(self.scheds)})"
 
 class LRFinder(Callback):
-    "Grow the learning rate exponentially from `start_lr` to `end_lr` over `num_it` batches; restore model and optimiser after."
+    "Grow the learning rate exponentially from `start_lr` to `end_lr` over `num_it` batches; restore the model and optimiser."
     order, run_valid = 60, False
+    expects_divergence = True  # the StepGuard stands aside and the Recorder does not warn: divergence is what it looks for
     def __init__(self, start_lr=1e-7, end_lr=10, num_it=100, stop_div=True):
-        if not 0 < start_lr < end_lr: raise ValueError(f"lr_find: need 0 < start_lr < end_lr, got start_lr={start_lr}, end_lr={end_lr}.")
+        if not 0 < start_lr < end_lr:
+            raise ValueError(f"lr_find: need 0 < start_lr < end_lr, got start_lr={start_lr}, end_lr={end_lr}.")
         self.start_lr, self.end_lr, self.num_it, self.stop_div = start_lr, end_lr, num_it, stop_div
 
     def before_fit(self):
@@ -227,7 +230,7 @@ class LRFinder(Callback):
             loss = float(self.learn.recorder.smooth_loss)  # one sync per batch is fine for a 100-batch search
             if loss < self.best_loss: self.best_loss = loss
             if self.stop_div and (not math.isfinite(loss) or loss > 4 * self.best_loss):
-                self.diverged_at = (self.learn.train_iter, self.learn.opt.hypers[-1]['lr'], loss)  # for lr_find's message
+                self.diverged_at = (self.learn.train_iter, self.learn.opt.hypers[-1]['lr'], loss)  # for lr_find
                 raise CancelFitException()
         if self.learn.train_iter >= self.num_it: raise CancelFitException()
 
@@ -239,3 +242,28 @@ class LRFinder(Callback):
         with torch.no_grad(): learn.model.load_state_dict(self.model_state)
         learn.opt.load_state_dict(self.opt_state)
         for p, rg in zip(learn.model.parameters(), self.requires_grad): p.requires_grad_(rg)
+
+# %% ../../nbs/15_callback.schedule.ipynb #6ede5780
+def lr_find(learn, start_lr=1e-7, end_lr=10, num_it=100, stop_div=True, show_plot=True, suggest_funcs=(valley,)):
+    "The learning-rate range test on `learn` (see `Learner.lr_find`); the model and optimiser are left as they were."
+    suggest_funcs = tuple(listify(suggest_funcs))
+    if not suggest_funcs: raise ValueError("lr_find: suggest_funcs is empty; pass e.g. (valley,) or (minimum, steep).")
+    n_epoch = num_it // max(1, len(learn.dls.train)) + 1
+    had_opt = learn.opt is not None
+    finder = LRFinder(start_lr, end_lr, num_it, stop_div)
+    try:
+        with learn.no_results_table(): learn.fit(n_epoch, cbs=finder)
+    finally:
+        if not had_opt: learn.opt = None
+    if finder.diverged_at is not None and finder.diverged_at[0] <= 5:  # no curve to read a suggestion from
+        n, lr, loss = finder.diverged_at
+        raise RuntimeError(f"lr_find: the loss diverged at once (batch {n}, lr={lr:.2e}, smoothed loss {loss:.3g}), "
+                           f"so there is no curve to suggest a learning rate from. Lower start_lr (now {start_lr:g}), "
+                           "or check the model's initialisation, the inputs and the loss. The model and optimiser "
+                           "are as they were before lr_find.")
+    recorder = learn.recorder
+    lrs, losses = np.array(recorder.lrs, dtype=np.float64), np.array(recorder.losses, dtype=np.float64)
+    if len(lrs) < 2: raise RuntimeError("lr_find: fewer than 2 batches were recorded; use more data or a larger num_it.")
+    found = {f.__name__: f(lrs, losses, num_it) for f in suggest_funcs}
+    fig = recorder.plot_lr_find(found) if show_plot else None
+    return suggested_lrs(list(found), [lr for lr, _ in found.values()], figure=fig)

@@ -10,7 +10,7 @@ import copy
 
 import torch
 
-from ..core import listify
+from ..core import import_pandas, listify
 from ..data.core import DataLoaders, DatasetSubset
 
 # %% ../../nbs/19b_callback.tta.ipynb #167a2afd
@@ -98,11 +98,7 @@ def _metric_value(m, preds, targs):
 
 def ensemble_preds(learners, ds_idx=1, dl=None, metrics=None, names=None, use_tta=False, **tta_kwargs):
     "Average the probabilities of `learners` over the same data: `(preds, targs, table)`, the table (a pandas DataFrame) holding each member's and the ensemble's `metrics`."
-    try: import pandas as pd
-    except ImportError as e:
-        raise ImportError("ensemble_preds returns its table of metrics as a pandas DataFrame, and pandas (an optional "
-                          "dependency of minifast) is not installed: pip install pandas, or pip install 'minifast[pandas]'. "
-                          "Without it, average the learners' get_preds()[0] yourself.") from e
+    pd = import_pandas('ensemble_preds', "Or average the learners' get_preds()[0] yourself.")
     learners = listify(learners)
     if not learners: raise ValueError("ensemble_preds: pass at least one Learner.")
     metrics = listify(metrics) or listify(learners[0].metrics)
