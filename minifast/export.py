@@ -108,8 +108,9 @@ def _describe_tfms(pipe, what):
         if isinstance(t, FuncTransform): continue  # getters and plain functions: not part of inference
         name = type(t).__name__
         if registry.get(name) is not type(t):
-            raise ValueError(f"export: the {what} transform {t!r} is not a minifast transform, so it cannot be described "
-                             f"without pickling code. Use learn.save() for the weights and rebuild the data in code.")
+            raise ValueError(f"export: the {what} transform {t!r} is not a minifast transform, so it cannot be "
+                             "described without pickling code. Use learn.save() for the weights and rebuild the data "
+                             "in code.")
         out.append({'name': name, 'module': type(t).__module__, 'config': t.get_config()})
     return out
 
@@ -259,7 +260,7 @@ class ExportContents(NamedTuple):
     channels_last: bool
 
 def read_export(fname, cpu=True, allow_pickle=False) -> ExportContents:
-    "Rebuild the pieces of a learner from an export file, with `weights_only=True` (no code runs) unless `allow_pickle`."
+    "The pieces of a learner, from an export file read with `weights_only=True` (no code runs) unless `allow_pickle`."
     device = torch.device('cpu') if cpu or not torch.cuda.is_available() else torch.device('cuda')
     obj, desc = _load_export_file(fname, device, allow_pickle)
     if 'pickled_model' in obj: model, loss = obj['pickled_model'], obj['pickled_loss']

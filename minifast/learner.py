@@ -118,7 +118,8 @@ class LearnerLoop:
         if self.exception is None:
             for cb in self._sorted: cb(event)
             return
-        for cb in self._sorted:  # cleaning up after an error: every callback gets its turn, the error stays the one raised
+        # cleaning up after an error: every callback gets its turn, the error stays the one raised
+        for cb in self._sorted:
             try: cb(event)
             except Exception as e: warnings.warn(f"{cb!r} failed in {event} while handling {self.exception!r}: {e!r}")
 
@@ -243,7 +244,7 @@ class Learner(LearnerLoop):
         return p.device if p is not None else getattr(self.dls, 'device', torch.device('cpu'))
 
     def create_opt(self):
-        "Build the optimiser over the layer groups of `splitter`, without weight decay on norms and biases (unless `wd_bn_bias`)."
+        "Build the optimiser over the layer groups of `splitter`; no weight decay on norms, biases unless `wd_bn_bias`."
         groups = self.splitter(self.model)
         no_wd = [] if self.wd_bn_bias else params_for_wd(self.model)[1]
         kwargs = dict(lr=self.lr, no_wd=no_wd, norm_params=norm_params(self.model))
@@ -267,7 +268,7 @@ class Learner(LearnerLoop):
 
     def fit_one_cycle(self, n_epoch, lr_max=None, div=25., div_final=1e5, pct_start=0.25, wd=None, moms=None, cbs=None,
                       reset_opt=False, start_epoch=0):
-        "The 1cycle policy: lr warms up from `lr_max/div` to `lr_max`, then anneals to `lr_max/div_final`; momentum inversely."
+        "1cycle: the lr warms up from `lr_max/div` to `lr_max`, then anneals to `lr_max/div_final`; momentum inversely."
         if reset_opt or self.opt is None: self.create_opt()
         lr_max = lr_range(self.lr if lr_max is None else lr_max, len(self.opt.hypers))
         scheds = one_cycle_scheds(lr_max, div=div, div_final=div_final, pct_start=pct_start, moms=moms or self.moms)
@@ -275,14 +276,14 @@ class Learner(LearnerLoop):
 
     def fit_flat_cos(self, n_epoch, lr=None, div_final=1e5, pct_start=0.75, wd=None, cbs=None, reset_opt=False,
                      start_epoch=0):
-        "Train at a flat learning rate `lr`, then anneal it with a cosine over the last `1 - pct_start` of the iterations."
+        "Train at a flat learning rate `lr`, then anneal it with a cosine over the last `1 - pct_start` of the batches."
         if reset_opt or self.opt is None: self.create_opt()
         lr = lr_range(self.lr if lr is None else lr, len(self.opt.hypers))
         scheds = flat_cos_scheds(lr, pct_start=pct_start, div_final=div_final)
         self.fit(n_epoch, lr=lr, wd=wd, cbs=[ParamScheduler(scheds)] + listify(cbs), start_epoch=start_epoch)
 
     def fine_tune(self, epochs, base_lr=2e-3, freeze_epochs=1, lr_mult=100, pct_start=0.3, div=5., **kwargs):
-        "Transfer learning: `freeze_epochs` with only the head training, then `epochs` with all, the body at lower rates."
+        "Transfer learning: `freeze_epochs` training the head, then `epochs` training all, the body at lower rates."
         _check_fine_tune(base_lr, lr_mult, epochs, freeze_epochs)  # before freeze(): a refused call changes nothing
         self.freeze()
         self.fit_one_cycle(freeze_epochs, slice(base_lr), pct_start=0.99, **kwargs)
@@ -474,7 +475,7 @@ def model_summary(learn):
 
 # %% ../nbs/16_learner.ipynb #cd99f3ea
 def load_learner(fname, cpu=True, allow_pickle=False):
-    "A `Learner` rebuilt from a file written by `export`, read with `weights_only=True` (no code runs) unless `allow_pickle`."
+    "A `Learner` rebuilt from a file written by `export`, read with `weights_only=True` unless `allow_pickle`."
     contents = read_export(fname, cpu=cpu, allow_pickle=allow_pickle)
     learn = Learner(contents.dls, contents.model, loss_func=contents.loss_func)
     learn.model_config = contents.config

@@ -43,7 +43,7 @@ class Callback:
 
     @property
     def name(self) -> str:
-        "The attribute name of this callback on the learner: `Recorder` -> `recorder`, `ProgressCallback` -> `progress`."
+        "Its attribute name on the learner: `Recorder` -> `recorder`, `ProgressCallback` -> `progress`."
         return _snake(type(self).__name__)
 
     def __call__(self, event: str):
@@ -65,7 +65,8 @@ class StepState:
     "The state the callbacks of a training step share, on `learn.step_state` (see the prose above)."
     def __init__(self): self.guarded, self.fallback, self.found_inf = False, None, None
     def new_batch(self): self.found_inf = None
-    def __repr__(self): return f"StepState(guarded={self.guarded}, fallback={self.fallback!r}, found_inf={self.found_inf})"
+    def __repr__(self):
+        return f"StepState(guarded={self.guarded}, fallback={self.fallback!r}, found_inf={self.found_inf})"
 
 # %% ../../nbs/13_callback.core.ipynb #0895d522
 class TrainEvalCallback(Callback):

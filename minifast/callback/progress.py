@@ -73,14 +73,16 @@ class ProgressCallback(Callback):
         if self.bar is None: return
         self.bar.update(1)
         now = time.perf_counter()
-        if self.learn.training and not self.bar.disable and now - self._last > self.refresh_s:  # a hidden bar reads nothing
+        # a hidden bar reads nothing
+        if self.learn.training and not self.bar.disable and now - self._last > self.refresh_s:
             smooth = self.learn.recorder.smooth_loss if hasattr(self.learn, 'recorder') else None
             if smooth is not None: self.bar.set_postfix_str(f"loss {float(smooth):.4f}", refresh=False)
             self._last = now
 
     def after_epoch(self):
         recorder = getattr(self.learn, 'recorder', None)
-        if not self.show_table or recorder is None or not recorder.epoch_logged: return  # no new row: failed or cancelled
+        # no new row: the epoch failed or was cancelled
+        if not self.show_table or recorder is None or not recorder.epoch_logged: return
         log = recorder.log
         row = [_fmt(v) for v in log[:-1]] + [format_time(log[-1])]
         self.rows.append(row)

@@ -21,7 +21,8 @@ def _read_at_once(tensors: dict) -> dict:
     "Python floats from a dict of one-element device tensors, read in one transfer (one host sync, not one each)."
     if not tensors: return {}
     device = next(iter(tensors.values())).device
-    return dict(zip(tensors, torch.stack([t.detach().float().reshape(()).to(device) for t in tensors.values()]).tolist()))
+    values = torch.stack([t.detach().float().reshape(()).to(device) for t in tensors.values()]).tolist()
+    return dict(zip(tensors, values))
 
 class _SkipCount:
     "The steps skipped in an epoch (`found_inf` is 1) and the first one's batch, added up on the device."
@@ -88,7 +89,8 @@ class Recorder(Callback):
     def before_train(self): self._guarded = self.learn.step_state.guarded  # the guard (order 20) has decided
 
     def after_batch(self):
-        learn = self.learn  # outside fit (get_preds) there is nothing to record; a batch cancelled before its loss neither
+        # outside fit (get_preds) there is nothing to record; a batch cancelled before its loss neither
+        learn = self.learn
         if not getattr(self, '_fitting', False) or learn.exception is not None or learn.loss is None: return
         if learn.training: self._after_train_batch(learn.loss.detach().float())
         else: self._after_valid_batch(learn.loss.detach().float())
@@ -166,7 +168,8 @@ class Recorder(Callback):
         if not bad: return
         first_bad = None
         if train_seen and not math.isfinite(train_loss):  # a smoothed NaN or inf stays so: the first is the culprit
-            first_bad = int((~torch.isfinite(torch.stack(self._losses[first:]))).nonzero()[0])  # a sync, on this path only
+            # a host sync, on this bad path only
+            first_bad = int((~torch.isfinite(torch.stack(self._losses[first:]))).nonzero()[0])
         self._warned = True
         msg = _not_finite_message(bad, self.learn.epoch, first_bad, self.learn.step_state.fallback)
         warnings.warn(msg, RuntimeWarning, stacklevel=2)
@@ -175,7 +178,8 @@ class Recorder(Callback):
     def metric_names(self):
         "The names of the columns of the results table: epoch, losses, metrics, added columns, time."
         metrics = [m.name for m in getattr(self, 'metrics', [])]
-        return ['epoch', 'train_loss', 'valid_loss'] + metrics + list(getattr(self, '_columns', self.extra_columns)) + ['time']
+        extra = list(getattr(self, '_columns', self.extra_columns))
+        return ['epoch', 'train_loss', 'valid_loss'] + metrics + extra + ['time']
 
     def plot_loss(self, skip_start=5, with_valid=True):
         "Plot the smoothed training loss per batch, and the validation loss at the end of each epoch."
