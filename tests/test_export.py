@@ -139,3 +139,58 @@ def test_pretrained_lite0_with_augmentation_round_trip(colour_folder, tmp_path):
     xb, xb2 = learn.dls.test_dl(files).one_batch()[0], learn2.dls.test_dl(files).one_batch()[0]
     # (the batch sizes differ)
     assert xb.shape[-2:] == (32, 32) and torch.equal(xb, xb2[:len(xb)]), "the same pixels reach the model"
+
+
+def _rewrite_description(path, change):
+    "Load an export file, change its JSON description with `change(desc)`, and save it back."
+    import json
+    obj = torch.load(path, weights_only=True)
+    desc = json.loads(obj['minifast_export'])
+    change(desc)
+    obj['minifast_export'] = json.dumps(desc)
+    torch.save(obj, path)
+
+
+def test_a_version_1_file_loads_when_its_modules_are_imported(learn, colour_folder, tmp_path):
+    "Files written before the modules were recorded (version 1) still load, the vision modules being imported here."
+    path = learn.export(tmp_path/'v1.pkl')
+    def to_v1(desc):
+        desc['version'] = 1
+        del desc['model_module']
+        for key in ('type_tfms', 'item_tfms', 'batch_tfms'):
+            for pipe in desc[key]:
+                for t in pipe: del t['module']
+    _rewrite_description(path, to_v1)
+    fname = colour_folder/'red'/'red_0.jpg'
+    assert load_learner(path).predict(fname)[0] == learn.predict(fname)[0]
+
+
+def test_a_newer_format_is_refused_with_advice(learn, tmp_path):
+    path = learn.export(tmp_path/'v99.pkl')
+    _rewrite_description(path, lambda desc: desc.update(version=99))
+    with pytest.raises(ValueError, match='written by a newer minifast'): load_learner(path)
+
+
+def test_load_learner_imports_the_recorded_modules_of_builder_and_transforms(learn, tmp_path):
+    "In a fresh process with only minifast.learner imported, the file says where the builder and transforms live."
+    import subprocess
+    import sys
+    path = learn.export(tmp_path/'model.pkl')
+    code = ("import sys\nfrom minifast.learner import load_learner\n"
+            "assert 'minifast.vision.learner' not in sys.modules\n"
+            f"learn = load_learner({str(path)!r})\n"
+            "print(type(learn.model).__name__, 'minifast.vision.learner' in sys.modules)")
+    out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == [type(learn.model).__name__, 'True']
+
+
+def test_export_imports_neither_learner_nor_vision():
+    "export sits below the learner: importing it alone loads no learner or vision module."
+    import subprocess
+    import sys
+    code = ("import sys, minifast.export\n"
+            "print(sorted(m for m in sys.modules if m.startswith(('minifast.learner', 'minifast.vision'))))")
+    out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == '[]'

@@ -42,6 +42,7 @@ class _ScalerStepper:
     def param_groups(self): return self.opt.torch_opt.param_groups
     def step(self): self.stepped = True
 
+# %% ../../nbs/18_callback.fp16.ipynb #5a3c7d27
 class MixedPrecision(Callback):
     "The forward pass under `torch.autocast` in float16 ('fp16', with a gradient scaler) or bfloat16 ('bf16')."
     order = 10

@@ -41,6 +41,7 @@ def _fmt(v):
     if isinstance(v, float): return f"{v:.6f}"
     return str(v)
 
+# %% ../../nbs/14_callback.progress.ipynb #db0b2739
 class ProgressCallback(Callback):
     "Show a progress bar while training and validating, and a row of results after each epoch."
     order = 70  # after the Recorder has computed the epoch's results

@@ -206,6 +206,7 @@ class ParamScheduler(Callback):
         for name, sched in self.scheds.items(): self.learn.opt.set_hyper(name, sched(pos))
     def __repr__(self): return f"ParamScheduler({list(self.scheds)})"
 
+# %% ../../nbs/15_callback.schedule.ipynb #989aadf4
 class LRFinder(Callback):
     "Grow the lr exponentially from `start_lr` to `end_lr` over `num_it` batches; restore the model and optimiser."
     order, run_valid = 60, False

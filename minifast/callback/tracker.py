@@ -128,6 +128,7 @@ class _Snapshot:
             torch.where(cond.to(flat.device), flat, now, out=now)
             torch._foreach_copy_(views, list(now.split([v.numel() for v in views])))
 
+# %% ../../nbs/19_callback.tracker.ipynb #0a2b2da6
 class StepGuard(Callback):
     """On by default: the optimiser step of a batch whose loss or gradients are NaN or infinite is skipped on the
     device, and BatchNorm's running statistics are put back, without a host sync. Stands aside for a callback that
@@ -187,6 +188,7 @@ class StepGuard(Callback):
 
     def __repr__(self): return f"StepGuard({'active' if self.active else 'inactive'})"
 
+# %% ../../nbs/19_callback.tracker.ipynb #d8f8fca8
 class TerminateOnNaNCallback(Callback):
     "Stop training at the first NaN or infinite loss, before its backward pass, with the weights of the last good step."
     order = -5

@@ -74,6 +74,7 @@ def resize_dls(dls, size):
         new_loaders.append(dl.new(**kw))
     return type(dls)(*new_loaders, path=dls.path)
 
+# %% ../../nbs/19b_callback.tta.ipynb #9aa4b43d
 def progressive_resize(learn, sizes, epochs, lr=None, fit='fit_one_cycle', **fit_kwargs):
     """Train `learn`'s model `epochs[i]` epochs at each of `sizes` in turn (`learn.fit_one_cycle` by default);
     `learn.dls` ends at the last size."""
