@@ -1,5 +1,3 @@
-import os
-
 import matplotlib
 import pytest
 
@@ -14,20 +12,14 @@ def _isolated_home(tmp_path_factory, monkeypatch):
 
 def make_synth_dls(n=256, bs=32, seed=0, n_valid=64):
     "Two Gaussian blobs in 2-D labelled 'neg'/'pos', as DataLoaders on the CPU (fast, no files)."
-    import torch
-    from minifast.data.core import DataLoaders, Datasets
-    from minifast.data.transforms import Categorize
-    g = torch.Generator().manual_seed(seed)
-    X = torch.randn(n, 2, generator=g)
-    y = ((X[:, 0] + X[:, 1]) > 0).long()
-    dsets = Datasets(list(range(n)), [[lambda i: X[i]], [lambda i: ['neg', 'pos'][int(y[i])], Categorize()]],
-                     splits=(range(n - n_valid), range(n - n_valid, n)), kinds=('other', 'category'))
-    return DataLoaders.from_dsets(dsets, bs=bs, device='cpu', seed=seed, num_workers=0)
+    from minifast.test_utils import synth_dls
+    return synth_dls(n=n, bs=bs, seed=seed, n_valid=n_valid)
 
 
 def make_mlp():
-    from torch import nn
-    return nn.Sequential(nn.Linear(2, 16), nn.ReLU(), nn.BatchNorm1d(16), nn.Linear(16, 2))
+    "A 2-16-2 MLP with BatchNorm, initialised from the global RNG."
+    from minifast.test_utils import synth_mlp
+    return synth_mlp()
 
 
 @pytest.fixture

@@ -1,11 +1,10 @@
 "export / load_learner: data not code, the same predictions, refusals."
 import os
-import stat
 
 import pytest
 import torch
 
-from minifast.export import load_learner
+from minifast.learner import load_learner
 from minifast.vision.augment import Resize
 from minifast.vision.data import ImageDataLoaders
 from minifast.vision.learner import vision_learner, resnet18
@@ -65,7 +64,8 @@ def test_not_an_export(tmp_path):
 @pytest.mark.parametrize('failure', ['read_only', 'disk_full'])
 def test_failed_export_keeps_previous_file(learn, tmp_path, monkeypatch, failure):
     "Tests run as root here, where chmod does not stop writes, so the two failures are simulated where they happen."
-    import errno, tempfile
+    import errno
+    import tempfile
     out = tmp_path/'out'
     path = learn.export(out/'model.pkl')
     before = path.read_bytes()
@@ -83,7 +83,8 @@ def test_failed_export_keeps_previous_file(learn, tmp_path, monkeypatch, failure
     with pytest.raises(OSError, match='model.pkl') as e:
         learn.export(out/'model.pkl')
     if failure == 'disk_full':  # torch's own writer, not a fake torch.save: its RuntimeError is reported as the OSError
-        assert e.value.errno == errno.ENOSPC and 'No space left on device' in str(e.value) and 'unchanged' in str(e.value)
+        assert e.value.errno == errno.ENOSPC
+        assert 'No space left on device' in str(e.value) and 'unchanged' in str(e.value)
     monkeypatch.undo()
     assert path.read_bytes() == before
     assert sorted(p.name for p in out.iterdir()) == ['model.pkl'], "no temporary file left behind"
@@ -98,7 +99,8 @@ def test_custom_model_needs_explicit_pickle(synth_dls, tmp_path):
 
 
 def test_pickled_model_needs_opt_in_both_ways(synth_dls, tmp_path):
-    "A model the description cannot rebuild: export pickles it only when asked (with a warning), load_learner only with allow_pickle."
+    """A model the description cannot rebuild: export pickles it only when asked (with a warning), load_learner
+    only with allow_pickle."""
     from conftest import make_mlp
     learn = Learner(synth_dls, make_mlp(), path=tmp_path)
     with learn.no_bar(): learn.fit(1)
@@ -113,7 +115,7 @@ def test_pickled_model_needs_opt_in_both_ways(synth_dls, tmp_path):
 
 
 def test_pretrained_lite0_with_augmentation_round_trip(colour_folder, tmp_path):
-    "The demo's setup: presizing, aug_transforms and the Normalize that vision_learner adds all travel in the description."
+    "The demo's setup: presizing, aug_transforms and the Normalize vision_learner adds all travel in the description."
     from minifast.vision.augment import aug_transforms
     from minifast.vision.core import Normalize
     from minifast.vision.learner import efficientnet_lite0
@@ -125,7 +127,8 @@ def test_pretrained_lite0_with_augmentation_round_trip(colour_folder, tmp_path):
     assert any(isinstance(t, Normalize) for t in learn2.dls.valid.after_batch[0])
     import json  # the description is plain JSON: architecture, head, vocabulary, transforms with their settings
     desc = json.loads(torch.load(tmp_path/'model.pkl', weights_only=True)['minifast_export'])
-    assert desc['model']['arch'] == 'efficientnet_lite0' and desc['model']['ps'] == 0.5 and desc['vocab'] == ['blue', 'red']
+    assert desc['model']['arch'] == 'efficientnet_lite0' and desc['model']['ps'] == 0.5
+    assert desc['vocab'] == ['blue', 'red']
     norm = [t for t in desc['batch_tfms'][0] if t['name'] == 'Normalize']
     assert len(norm) == 1 and json.dumps(norm[0]['config']).count('0.5') >= 6
     files = sorted(colour_folder.glob('*/*.jpg'))
@@ -134,4 +137,60 @@ def test_pretrained_lite0_with_augmentation_round_trip(colour_folder, tmp_path):
     assert preds.shape == (16, 2)
     torch.testing.assert_close(preds2, preds, rtol=0, atol=1e-6)
     xb, xb2 = learn.dls.test_dl(files).one_batch()[0], learn2.dls.test_dl(files).one_batch()[0]
-    assert xb.shape[-2:] == (32, 32) and torch.equal(xb, xb2[:len(xb)]), "the same pixels reach the model"  # (batch sizes differ)
+    # (the batch sizes differ)
+    assert xb.shape[-2:] == (32, 32) and torch.equal(xb, xb2[:len(xb)]), "the same pixels reach the model"
+
+
+def _rewrite_description(path, change):
+    "Load an export file, change its JSON description with `change(desc)`, and save it back."
+    import json
+    obj = torch.load(path, weights_only=True)
+    desc = json.loads(obj['minifast_export'])
+    change(desc)
+    obj['minifast_export'] = json.dumps(desc)
+    torch.save(obj, path)
+
+
+def test_a_version_1_file_loads_when_its_modules_are_imported(learn, colour_folder, tmp_path):
+    "Files written before the modules were recorded (version 1) still load, the vision modules being imported here."
+    path = learn.export(tmp_path/'v1.pkl')
+    def to_v1(desc):
+        desc['version'] = 1
+        del desc['model_module']
+        for key in ('type_tfms', 'item_tfms', 'batch_tfms'):
+            for pipe in desc[key]:
+                for t in pipe: del t['module']
+    _rewrite_description(path, to_v1)
+    fname = colour_folder/'red'/'red_0.jpg'
+    assert load_learner(path).predict(fname)[0] == learn.predict(fname)[0]
+
+
+def test_a_newer_format_is_refused_with_advice(learn, tmp_path):
+    path = learn.export(tmp_path/'v99.pkl')
+    _rewrite_description(path, lambda desc: desc.update(version=99))
+    with pytest.raises(ValueError, match='written by a newer minifast'): load_learner(path)
+
+
+def test_load_learner_imports_the_recorded_modules_of_builder_and_transforms(learn, tmp_path):
+    "In a fresh process with only minifast.learner imported, the file says where the builder and transforms live."
+    import subprocess
+    import sys
+    path = learn.export(tmp_path/'model.pkl')
+    code = ("import sys\nfrom minifast.learner import load_learner\n"
+            "assert 'minifast.vision.learner' not in sys.modules\n"
+            f"learn = load_learner({str(path)!r})\n"
+            "print(type(learn.model).__name__, 'minifast.vision.learner' in sys.modules)")
+    out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == [type(learn.model).__name__, 'True']
+
+
+def test_export_imports_neither_learner_nor_vision():
+    "export sits below the learner: importing it alone loads no learner or vision module."
+    import subprocess
+    import sys
+    code = ("import sys, minifast.export\n"
+            "print(sorted(m for m in sys.modules if m.startswith(('minifast.learner', 'minifast.vision'))))")
+    out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == '[]'

@@ -50,7 +50,8 @@ def test_bf16_on_cpu_trains_like_fp32():
     assert (w - ref_w).abs().max() < 0.1 * ref_w.abs().max()  # Adam amplifies bf16 rounding a little
     # weights, gradients' home and optimiser state are float32; predictions come out float32
     assert all(p.dtype == torch.float32 for p in learn.model.parameters())
-    state = [v for s in learn.opt.torch_opt.state.values() for v in s.values() if torch.is_tensor(v) and v.is_floating_point()]
+    state = [v for s in learn.opt.torch_opt.state.values() for v in s.values()
+             if torch.is_tensor(v) and v.is_floating_point()]
     assert state and all(v.dtype == torch.float32 for v in state)
     preds, _ = learn.get_preds()
     assert preds.dtype == torch.float32 and seen[-1] == torch.bfloat16
@@ -96,7 +97,7 @@ def test_cuda_choices_by_construction():
 
 
 class InfGradAt(Callback):
-    "Put an inf in one gradient after the backward pass of training batch `at`, and snapshot the weights around the step."
+    "Put an inf in one gradient after the backward pass of training batch `at`; snapshot the weights around the step."
     order = 30
     def __init__(self, at): self.at, self.i, self.snaps = at, 0, {}
     def after_backward(self):
@@ -114,11 +115,13 @@ def test_scaler_skips_a_step_whose_gradients_are_inf():
     mp, n = learn.mixed_precision, len(learn.dls.train)
     assert mp.skipped_steps == 1 and mp.skipped_per_epoch == [1]
     names = learn.recorder.metric_names
-    assert 'skipped_steps' in names and learn.recorder.values[0][names.index('skipped_steps') - 1] == 1  # visible in the recorder
+    # visible in the recorder
+    assert 'skipped_steps' in names and learn.recorder.values[0][names.index('skipped_steps') - 1] == 1
     assert learn.inf_grad_at.snaps[2] is True  # unchanged by the bad step
     assert not any(learn.inf_grad_at.snaps[i] for i in range(n) if i != 2)  # every other step moved the weights
     assert mp.scaler.get_scale() == 2.**9  # backed off once
-    assert not learn.step_guard.active and learn.recorder.skipped_steps == [0]  # the scaler's business, not checked twice
+    # the scaler's business, not checked twice
+    assert not learn.step_guard.active and learn.recorder.skipped_steps == [0]
     assert all(torch.isfinite(p).all() for p in learn.model.parameters())
     steps = [s['step'] for s in learn.opt.torch_opt.state.values()]
     assert all(int(s) == n - 1 for s in steps)
@@ -128,7 +131,8 @@ def test_without_a_scaler_the_step_guard_skips_a_step_whose_gradients_are_inf():
     "bf16 needs no gradient scaler: StepGuard then checks the gradients (on the device) and skips the bad step."
     learn = make_learner().to_bf16()
     learn.add_cb(InfGradAt(at=2))
-    with pytest.warns(RuntimeWarning, match=r'Recorder: 1 of the \d+ training steps of epoch 0 .*the first at training batch 2'):
+    msg = r'Recorder: 1 of the \d+ training steps of epoch 0 .*the first at training batch 2'
+    with pytest.warns(RuntimeWarning, match=msg):
         learn.fit(1, 1e-2)
     n = len(learn.dls.train)
     assert learn.mixed_precision.scaler is None and learn.step_guard.active
@@ -159,7 +163,7 @@ def test_autocast_is_left_when_the_forward_pass_fails():
 
 
 def test_imports_as_in_fastbook():
-    "`from fastai.callback.fp16 import *` in fastbook: the same line gives MixedPrecision here, and vision.all has it too."
+    "`from fastai.callback.fp16 import *` in fastbook: the same line gives MixedPrecision here, and vision.all too."
     ns = {}
     exec('from minifast.callback.fp16 import *', ns)
     assert ns['MixedPrecision'] is MixedPrecision

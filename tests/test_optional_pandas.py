@@ -35,7 +35,8 @@ for name, f in [('classification_report', interp.classification_report), ('read_
 
 
 def test_library_works_and_says_pip_install_pandas_without_it(tmp_path):
-    out = subprocess.run([sys.executable, '-c', _WITHOUT_PANDAS], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    out = subprocess.run([sys.executable, '-c', _WITHOUT_PANDAS], capture_output=True, text=True, timeout=300,
+                         cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
     assert lines[0].split() == ['precision', 'recall', 'f1-score', 'support'] and lines[5].startswith('weighted avg')
@@ -43,12 +44,14 @@ def test_library_works_and_says_pip_install_pandas_without_it(tmp_path):
     assert set(messages) == {'classification_report', 'read_log', 'ensemble_preds'}
     for name, m in messages.items():
         assert 'pandas' in m and 'is not installed' in m and 'pip install pandas' in m and "minifast[pandas]" in m, m
-    assert 'print_classification_report()' in messages['classification_report'] and 'output_dict=True' in messages['classification_report']
+    report = messages['classification_report']
+    assert 'print_classification_report()' in report and 'output_dict=True' in report
     assert 'csv.DictReader' in messages['read_log'] and 'history.csv' in messages['read_log']
 
 
 def test_importing_the_library_does_not_import_pandas():
-    code = "import sys\nfrom minifast.vision.all import *\nimport minifast.cli\nassert 'pandas' not in sys.modules, 'pandas imported eagerly'"
+    code = ("import sys\nfrom minifast.vision.all import *\nimport minifast.cli\n"
+            "assert 'pandas' not in sys.modules, 'pandas imported eagerly'")
     subprocess.run([sys.executable, '-c', code], check=True, timeout=300)
 
 

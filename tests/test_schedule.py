@@ -129,7 +129,7 @@ def test_steep_finds_largest_negative_slope():
 
 
 def test_valley_on_clean_curve():
-    "A strictly decreasing run from the first point to the minimum: after the first tenth (8 of 81 points), half-way down."
+    "A strictly decreasing run from the first point to the minimum: after the first tenth (8 of 81 points), half-way."
     losses = 1.5 - torch.tanh(X + 3) + 0.02 * torch.exp(2.5 * (X + 1))
     i_min = int(losses.argmin())
     assert (losses[1:i_min + 1] < losses[:i_min]).all()

@@ -157,8 +157,9 @@ def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_good_weights():
 
 
 def test_without_the_callback_the_guard_skips_the_nan_steps_and_the_recorder_says_so():
-    """The default StepGuard skips every step with a NaN loss on the device: the weights stay those of the last good step,
-    training goes on, and the Recorder warns once, at the end of the first epoch with skipped steps, with their number."""
+    """The default StepGuard skips every step with a NaN loss on the device: the weights stay those of the last good
+    step, training goes on, and the Recorder warns once, at the end of the first epoch with skipped steps, with their
+    number."""
     learn, weights = learner(model=NaNAt(at=5)), WeightsBeforeBatch()
     with pytest.warns(RuntimeWarning) as caught: learn.fit(3, 0.1, cbs=weights)
     assert learn.model.calls == 9  # every batch ran
@@ -169,7 +170,8 @@ def test_without_the_callback_the_guard_skips_the_nan_steps_and_the_recorder_say
     messages = [str(w.message) for w in caught if 'Recorder' in str(w.message)]
     assert len(messages) == 1, messages  # epochs 1 and 2 skip steps: one warning per fit
     assert re.match(r'Recorder: 2 of the 3 training steps of epoch 1 had a NaN or infinite loss or gradients '
-                    r'and were skipped \(the first at training batch 1\): the weights, the optimiser state and BatchNorm.*'
+                    r'and were skipped \(the first at training batch 1\): the weights, the optimiser state and '
+                    r'BatchNorm.*'
                     r'Lower the learning rate.*cbs=TerminateOnNaNCallback\(\)', messages[0]), messages
     assert all(math.isfinite(v) for v in learn.recorder.losses)  # the NaN losses stay out of the smoothed loss
     assert all(math.isfinite(row[0]) and math.isfinite(row[1]) for row in learn.recorder.values)
@@ -177,7 +179,7 @@ def test_without_the_callback_the_guard_skips_the_nan_steps_and_the_recorder_say
 
 @pytest.mark.parametrize('opt_func', ['RMSProp', 'Adam(foreach=True)'])
 def test_an_optimiser_that_cannot_skip_on_the_device_spreads_nan_to_the_weights_and_the_recorder_says_so(opt_func):
-    "The fallback: without a fused kernel the bad steps are taken; the Recorder warns once, at the end of the epoch, and says why."
+    "The fallback: without a fused kernel the bad steps are taken; the Recorder warns once, after the epoch, says why."
     from functools import partial
     from minifast.optimizer import Adam, RMSProp
     learn = Learner(make_dls(), NaNAt(at=5), opt_func=RMSProp if opt_func == 'RMSProp' else partial(Adam, foreach=True))
@@ -190,9 +192,9 @@ def test_an_optimiser_that_cannot_skip_on_the_device_spreads_nan_to_the_weights_
     messages = [str(w.message) for w in caught if 'Recorder' in str(w.message)]
     assert len(messages) == 1, messages  # epochs 1 and 2 are NaN: one warning per fit
     assert re.match(r'Recorder: the training loss is nan and the validation loss is nan at epoch 1 '
-                    r'\(from training batch 1 on\)\. A NaN or infinite loss is back-propagated and stepped into every '
-                    r'weight, and the model does not recover: lower the learning rate.*cbs=TerminateOnNaNCallback\(\) '
-                    rf'to stop at the first bad batch with the weights of the last good step\. StepGuard could not skip '
+                    r'\(from training batch 1 on\)\. A NaN or infinite loss is stepped into every weight, and the '
+                    r'model does not recover\. Lower the learning rate.*cbs=TerminateOnNaNCallback\(\) '
+                    rf'to stop at the first bad batch\. StepGuard could not skip '
                     rf'the bad steps: {name} cannot skip a step on the device; ', messages[0]), messages
 
 
@@ -226,7 +228,8 @@ def test_tracker_min_delta_and_reset_on_fit():
 
 
 def test_a_cancelled_epoch_is_neither_logged_nor_counted(capsys, tmp_path):
-    "An epoch skipped with CancelEpochException has no row: the table does not repeat the previous one, early stopping does not count it."
+    """An epoch skipped with CancelEpochException has no row: the table does not repeat the previous one, early
+    stopping does not count it."""
     from minifast.callback.core import CancelEpochException
     from minifast.callback.misc import CSVLogger
 
@@ -234,7 +237,8 @@ def test_a_cancelled_epoch_is_neither_logged_nor_counted(capsys, tmp_path):
         order = -20  # before every other callback, the Recorder's before_epoch too
         def before_epoch(self):
             if self.learn.epoch == 1: raise CancelEpochException()
-    learn = Learner(make_dls(), nn.Linear(2, 2), metrics=[Scripted([0.5, 0.4, 0.3])], path=tmp_path)   # with its progress table
+    # with its progress table
+    learn = Learner(make_dls(), nn.Linear(2, 2), metrics=[Scripted([0.5, 0.4, 0.3])], path=tmp_path)
     capsys.readouterr()
     early = EarlyStoppingCallback(monitor='scripted', patience=1)
     learn.fit(3, cbs=[SkipEpoch1(), early, CSVLogger('log.csv')])
@@ -243,3 +247,67 @@ def test_a_cancelled_epoch_is_neither_logged_nor_counted(capsys, tmp_path):
     rows = [l.split()[0] for l in capsys.readouterr().out.splitlines() if l[:1].isdigit()]
     assert rows == ['0', '2']
     assert [l.split(',')[0] for l in (learn.path/'log.csv').read_text().splitlines()] == ['epoch', '0', '2']
+
+
+# ---- the contracts between callbacks: learn.step_state and declared capabilities ----------------------------------
+def test_a_renamed_step_guard_still_skips_and_the_recorder_still_counts():
+    "The Recorder reads learn.step_state, not an attribute named after the guard: a subclass with another name works."
+    from minifast.callback.tracker import StepGuard
+
+    class Guard(StepGuard): pass
+    learn = Learner(make_dls(), NaNAt(at=5), cbs=Guard())
+    learn.remove_cb(learn.step_guard)  # the default guard: only the renamed one is left
+    learn.remove_cb(learn.progress)
+    assert not hasattr(learn, 'step_guard') and isinstance(learn.guard, Guard)
+    with pytest.warns(RuntimeWarning, match='were skipped'): learn.fit(3, 0.1)
+    assert learn.recorder.skipped_steps == [0, 2, 3]
+    assert all(torch.isfinite(p).all() for p in learn.model.parameters())
+    assert all(math.isfinite(v) for v in learn.recorder.losses)  # the Recorder knew the steps were guarded
+
+
+def test_a_callback_declaring_expects_divergence_silences_the_guard_and_the_warning():
+    "Any callback may declare the capability LRFinder has: the guard stands aside and the Recorder does not warn."
+    class Probe(Callback):
+        expects_divergence = True
+    learn = learner(model=NaNAt(at=5))
+    with warnings.catch_warnings():
+        warnings.simplefilter('error', RuntimeWarning)  # no Recorder warning
+        learn.fit(2, 0.1, cbs=Probe())
+    assert not learn.step_guard.active and learn.recorder.skipped_steps == [0, 0]
+    assert not learn.step_state.guarded
+
+
+def test_a_callback_declaring_skips_bad_steps_makes_the_guard_stand_aside():
+    "A callback that skips bad steps itself (as a gradient scaler does) is not checked twice."
+    class OwnScaler(Callback):
+        skips_bad_steps = True
+    learn = learner()
+    seen = []
+
+    class Spy(Callback):
+        order = 30
+        def before_train(self): seen.append((self.learn.step_guard.active, self.learn.step_state.guarded))
+    learn.fit(1, cbs=[OwnScaler(), Spy()])
+    assert seen == [(False, False)]
+    learn.fit(1, cbs=Spy())
+    assert seen[-1] == (True, True)
+
+
+def test_the_step_state_is_cleared_before_every_batch():
+    "found_inf belongs to one step: a batch never sees the flag of the one before."
+    seen = []
+
+    class Look(Callback):
+        order = 30
+        def before_batch(self): seen.append(self.learn.step_state.found_inf)
+        def after_step(self): assert self.learn.step_state.found_inf is not None  # set by the guard for this step
+    learner().fit(1, cbs=Look())
+    assert seen and all(f is None for f in seen)
+
+
+def test_the_progress_table_can_be_hidden_through_its_public_method(capsys):
+    learn = Learner(make_dls(), nn.Linear(2, 2))
+    with learn.progress.table_hidden(): learn.fit(1)
+    assert 'train_loss' not in capsys.readouterr().out and learn.progress.show_table
+    with learn.no_results_table(): learn.fit(1)
+    assert 'train_loss' not in capsys.readouterr().out

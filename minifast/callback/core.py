@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['EVENTS', 'BATCH_EVENTS', 'CancelBatchException', 'CancelBackwardException', 'CancelStepException',
            'CancelTrainException', 'CancelValidException', 'CancelEpochException', 'CancelFitException', 'Callback',
-           'TrainEvalCallback']
+           'any_cb', 'StepState', 'TrainEvalCallback']
 
 # %% ../../nbs/13_callback.core.ipynb #33536c6d
 import re
@@ -32,15 +32,18 @@ def _snake(name):
     name = re.sub(r'Callback$', '', name) or name
     return re.sub(r'(?<!^)(?=[A-Z])', '_', name).lower()
 
+# %% ../../nbs/13_callback.core.ipynb #6d15110d
 class Callback:
     "Base class of callbacks: define methods named after events; `order` sorts them; `self.learn` is the learner."
     order = 0
     run_train, run_valid = True, True  # whether the callback sees the batch events of training / validation
     learn = None
+    expects_divergence = False  # it drives the loss up on purpose: no NaN warnings, no step skipping
+    skips_bad_steps = False  # it skips the steps with non-finite gradients itself (a gradient scaler)
 
     @property
     def name(self) -> str:
-        "The attribute name of this callback on the learner: `Recorder` -> `recorder`, `ProgressCallback` -> `progress`."
+        "Its attribute name on the learner: `Recorder` -> `recorder`, `ProgressCallback` -> `progress`."
         return _snake(type(self).__name__)
 
     def __call__(self, event: str):
@@ -52,6 +55,18 @@ class Callback:
         method()
 
     def __repr__(self): return f"{type(self).__name__}()"
+
+def any_cb(cbs, capability: str) -> bool:
+    "Whether one of `cbs` declares `capability` (e.g. 'expects_divergence')."
+    return any(getattr(cb, capability, False) for cb in cbs)
+
+# %% ../../nbs/13_callback.core.ipynb #1167ce96
+class StepState:
+    "The state the callbacks of a training step share, on `learn.step_state` (see the prose above)."
+    def __init__(self): self.guarded, self.fallback, self.found_inf = False, None, None
+    def new_batch(self): self.found_inf = None
+    def __repr__(self):
+        return f"StepState(guarded={self.guarded}, fallback={self.fallback!r}, found_inf={self.found_inf})"
 
 # %% ../../nbs/13_callback.core.ipynb #0895d522
 class TrainEvalCallback(Callback):

@@ -6,6 +6,7 @@
 __all__ = ['in_notebook', 'format_time', 'ProgressCallback']
 
 # %% ../../nbs/14_callback.progress.ipynb #f516c186
+import contextlib
 import time
 
 from .core import Callback
@@ -40,6 +41,7 @@ def _fmt(v):
     if isinstance(v, float): return f"{v:.6f}"
     return str(v)
 
+# %% ../../nbs/14_callback.progress.ipynb #db0b2739
 class ProgressCallback(Callback):
     "Show a progress bar while training and validating, and a row of results after each epoch."
     order = 70  # after the Recorder has computed the epoch's results
@@ -72,14 +74,16 @@ class ProgressCallback(Callback):
         if self.bar is None: return
         self.bar.update(1)
         now = time.perf_counter()
-        if self.learn.training and not self.bar.disable and now - self._last > self.refresh_s:  # a hidden bar reads nothing
+        # a hidden bar reads nothing
+        if self.learn.training and not self.bar.disable and now - self._last > self.refresh_s:
             smooth = self.learn.recorder.smooth_loss if hasattr(self.learn, 'recorder') else None
             if smooth is not None: self.bar.set_postfix_str(f"loss {float(smooth):.4f}", refresh=False)
             self._last = now
 
     def after_epoch(self):
         recorder = getattr(self.learn, 'recorder', None)
-        if not self.show_table or recorder is None or not recorder.epoch_logged: return  # no new row: failed or cancelled
+        # no new row: the epoch failed or was cancelled
+        if not self.show_table or recorder is None or not recorder.epoch_logged: return
         log = recorder.log
         row = [_fmt(v) for v in log[:-1]] + [format_time(log[-1])]
         self.rows.append(row)
@@ -88,8 +92,9 @@ class ProgressCallback(Callback):
     def _show(self, names):
         if in_notebook():
             from IPython.display import HTML, display
-            html = ('<table border="1" class="dataframe"><thead><tr>' + ''.join(f'<th>{n}</th>' for n in names) + '</tr></thead><tbody>'
-                    + ''.join('<tr>' + ''.join(f'<td>{v}</td>' for v in r) + '</tr>' for r in self.rows) + '</tbody></table>')
+            head = ''.join(f'<th>{n}</th>' for n in names)
+            body = ''.join('<tr>' + ''.join(f'<td>{v}</td>' for v in r) + '</tr>' for r in self.rows)
+            html = f'<table border="1" class="dataframe"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
             if self._handle is None: self._handle = display(HTML(html), display_id=True)
             else: self._handle.update(HTML(html))
             return
@@ -100,3 +105,10 @@ class ProgressCallback(Callback):
         print('  '.join(v.ljust(w) for v, w in zip(self.rows[-1], widths)), flush=True)
 
     def after_fit(self): self._close_bar()
+
+    @contextlib.contextmanager
+    def table_hidden(self):
+        "Keep the bar but show no table of epoch results during a `with` block (`lr_find`, `get_preds`)."
+        old, self.show_table = self.show_table, False
+        try: yield self
+        finally: self.show_table = old

@@ -198,3 +198,12 @@ def vision_learner(dls, arch, normalize=True, n_out=None, pretrained=True, weigh
     return learn
 
 cnn_learner = vision_learner
+
+# %% ../../nbs/21_vision.learner.ipynb #a7c1e0f2
+from ..export import register_model_builder
+
+def _build_vision_model(cfg: dict):
+    "Rebuild the model of an export file from its description (`learn.model_config`), without pretrained weights."
+    return create_vision_model(pretrained=False, **{k: v for k, v in cfg.items() if k != 'builder'})
+
+register_model_builder('vision', _build_vision_model)  # how `load_learner` rebuilds what vision_learner built
