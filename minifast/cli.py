@@ -25,7 +25,7 @@ def run_demo(out='demo_out', epochs=3, arch='efficientnet_lite0', size=128, pres
     from minifast.data.block import CategoryBlock, DataBlock
     from minifast.data.toy_pets import toy_pets
     from minifast.data.transforms import RandomSplitter, RegexLabeller, get_image_files, using_attr
-    from minifast.export import load_learner
+    from minifast.learner import load_learner
     from minifast.interpret import ClassificationInterpretation
     from minifast.metrics import error_rate
     from minifast.vision.augment import Resize, aug_transforms
@@ -125,7 +125,7 @@ def main(argv=None):
                  presize=args.presize or round(args.size * 1.25), bs=args.bs, pretrained=not args.no_pretrained,
                  seed=args.seed, n_per_breed=args.n_per_breed, lr=args.lr, num_workers=args.num_workers)
     elif args.command == 'predict':
-        from minifast.export import load_learner
+        from minifast.learner import load_learner
         learn = load_learner(args.model)
         for fname in args.images:
             label, idx, probs = learn.predict(fname)

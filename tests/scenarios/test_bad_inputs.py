@@ -33,7 +33,7 @@ from minifast.callback.tracker import TerminateOnNaNCallback
 from minifast.data.block import CategoryBlock, DataBlock
 from minifast.data.transforms import (FuncSplitter, FuncTransform, RandomSplitter, RegexLabeller, get_image_files,
                                       parent_label, using_attr)
-from minifast.export import load_learner
+from minifast.learner import load_learner
 from minifast.learner import Learner
 from minifast.losses import CrossEntropyLossFlat
 from minifast.vision.augment import Resize
