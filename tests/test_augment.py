@@ -13,7 +13,7 @@ import torchvision.transforms.v2.functional as TF
 from skimage import data as skdata
 
 from minifast.data.core import DataLoader, Datasets
-from minifast.data.transforms import Categorize, Pipeline
+from minifast.data.transforms import Categorize, Pipeline, Transform
 from minifast.vision import augment_batch as ab
 from minifast.vision.augment import aug_transforms as aug_transforms_from_augment
 from minifast.vision.augment_batch import (BatchResize, Brightness, Contrast, Dihedral, Flip, FusedGeometry, FusedLighting,
@@ -433,7 +433,7 @@ def test_errors_name_the_culprit():
     with pytest.raises(ValueError, match='Two transforms set the output size'): Pipeline([RandomResizedCropGPU(16), BatchResize(8)])
     with pytest.raises(ValueError, match='different mode'): Pipeline([Rotate(), Zoom(mode='nearest')])
     with pytest.raises(ValueError, match=r'expected \(2, 3, 3\)'): warp_batch(torch.rand(2, 3, 4, 4), torch.eye(3)[None])
-    with pytest.raises(ValueError, match="Unknown batch transform 'Blur'"): FusedGeometry([{'name': 'Blur', 'config': {}}])
+    with pytest.raises(ValueError, match="Unknown transform 'Blur'"): FusedGeometry([{'name': 'Blur', 'config': {}}])
 
 
 def test_int_to_float_is_left_to_the_fused_geometry():
@@ -446,3 +446,35 @@ def test_int_to_float_is_left_to_the_fused_geometry():
     assert fused.dtype == torch.float32 and 0 <= float(fused.min()) and float(fused.max()) <= 1
     torch.testing.assert_close(fused, first, atol=1e-5, rtol=1e-5)
     assert any(isinstance(t, IntToFloatTensor) for t in Pipeline([IntToFloatTensor(), Normalize.from_stats(*imagenet_stats)]))
+
+
+def test_a_transform_defined_here_is_found_by_name_and_rebuilt_from_its_config():
+    "Every Transform subclass registers itself: `transform_class` finds one defined in a test, and FusedLighting rebuilds it."
+    from minifast.data.transforms import registered_transforms, transform_class
+
+    class Darker(Brightness):
+        def get_config(self): return {'max_lighting': self.max_lighting, 'p': self.p, 'batch': self.batch}
+
+    assert transform_class('Darker') is Darker
+    assert transform_class(f'{Darker.__module__}.{Darker.__qualname__}') is Darker
+    assert registered_transforms()['Darker'] is Darker
+    rebuilt = FusedLighting([{'name': 'Darker', 'config': {'max_lighting': 0.3, 'p': 1., 'batch': False}}])
+    assert type(rebuilt.tfms[0]) is Darker and rebuilt.tfms[0].max_lighting == 0.3
+
+
+def test_an_unknown_transform_name_lists_the_known_ones_and_says_what_to_import():
+    from minifast.data.transforms import transform_class
+    with pytest.raises(ValueError) as e: transform_class('Blur')
+    msg = str(e.value)
+    assert "'Blur'" in msg and "'Flip'" in msg and "'Categorize'" in msg and 'import minifast.vision.all' in msg
+
+
+def test_a_user_class_named_like_a_minifast_one_does_not_replace_it():
+    "A user's `Flip` keeps its qualified name only: `transform_class('Flip')` (what an export file names) stays minifast's."
+    from minifast.data.transforms import transform_class
+
+    class Flip(Transform):   # noqa: F811  (the clash is the point)
+        pass
+
+    assert transform_class('Flip') is ab.Flip
+    assert transform_class(f'{Flip.__module__}.{Flip.__qualname__}') is Flip

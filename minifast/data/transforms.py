@@ -5,12 +5,14 @@
 # %% auto #0
 __all__ = ['image_extensions', 'get_files', 'get_image_files', 'RandomSplitter', 'IndexSplitter', 'FuncSplitter',
            'GrandparentSplitter', 'ColSplitter', 'RegexLabeller', 'using_attr', 'parent_label', 'ColReader',
-           'Transform', 'FuncTransform', 'as_transform', 'Pipeline', 'CategoryMap', 'Categorize', 'MultiCategorize']
+           'Transform', 'transform_class', 'registered_transforms', 'FuncTransform', 'as_transform', 'Pipeline',
+           'CategoryMap', 'Categorize', 'MultiCategorize']
 
 # %% ../../nbs/01_data.transforms.ipynb #610160d4
 import mimetypes
 import os
 import re
+import weakref
 from pathlib import Path
 
 import torch
@@ -156,6 +158,10 @@ class Transform:
     split_idx = None  # None: every split; 0: training only; 1: validation only
     order = 0
 
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        _register(cls)   # so an export file can name it and `transform_class` find it again
+
     def __call__(self, x, split_idx=None, generator=None):
         if self.split_idx is not None and split_idx != self.split_idx: return x
         return self.encodes(x)
@@ -169,6 +175,33 @@ class Transform:
         args = ', '.join(f"{k}={v!r}" for k, v in self.get_config().items())
         return f"{type(self).__name__}({args})"
 
+# %% ../../nbs/01_data.transforms.ipynb #b4a9d50f
+_registry = weakref.WeakValueDictionary()   # key -> class; a class defined in a function goes when it is freed
+
+def _qualified(cls) -> str: return f"{cls.__module__}.{cls.__qualname__}"
+def _is_minifast(cls) -> bool: return cls.__module__.startswith('minifast.')
+
+def _register(cls):
+    "Record `cls` under its qualified name, and under its short name unless a class from elsewhere or minifast holds it."
+    _registry[_qualified(cls)] = cls
+    holder = _registry.get(cls.__name__)
+    if holder is None or _qualified(holder) == _qualified(cls) or (_is_minifast(cls) and not _is_minifast(holder)):
+        _registry[cls.__name__] = cls
+
+def transform_class(name: str) -> type:
+    "The `Transform` subclass registered as `name`: a class name (`'Flip'`) or a qualified one (`'mypkg.tfms.Flip'`)."
+    cls = _registry.get(name)
+    if cls is not None: return cls
+    known = sorted(k for k in _registry if '.' not in k)
+    raise ValueError(f"Unknown transform {name!r}: no imported module defines a Transform subclass of that name "
+                     f"(known: {known}). Import the module that defines it first; minifast's image and augmentation "
+                     f"transforms are registered by `import minifast.vision.all`.")
+
+def registered_transforms() -> dict:
+    "Every registered key (short names and qualified `module.ClassName` names), sorted, with its class."
+    return dict(sorted(_registry.items()))
+
+# %% ../../nbs/01_data.transforms.ipynb #c45adcb7
 class FuncTransform(Transform):
     "Wrap a plain function `func(x) -> x` as a `Transform`."
     def __init__(self, func, order=0):

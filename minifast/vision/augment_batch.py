@@ -14,7 +14,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from ..data.transforms import Transform
+from ..data.transforms import Transform, transform_class
 
 # %% ../../nbs/08_vision.augment_batch.ipynb #53a86d21
 def _mats(rows, like):
@@ -317,8 +317,7 @@ class BatchResize(GeometricTransform):
 def _from_config(t):
     "A transform, or one rebuilt from {'name': class name, 'config': constructor arguments} (the format of `export`)."
     if isinstance(t, Transform): return t
-    if t.get('name') not in _TRANSFORMS: raise ValueError(f"Unknown batch transform {t.get('name')!r}; known: {sorted(_TRANSFORMS)}.")
-    return _TRANSFORMS[t['name']](**t['config'])
+    return transform_class(t.get('name'))(**t['config'])   # the one registry of `data.transforms`
 
 class FusedGeometry(Transform):
     "Neighbouring geometric transforms as one: their matrices multiplied per sample, then one `warp_batch`; `size` replaces the output size."
@@ -467,9 +466,6 @@ class FusedLighting(Transform):
 
     def get_config(self): return {'tfms': [{'name': type(t).__name__, 'config': t.get_config()} for t in self.tfms]}
     def __repr__(self): return f"FusedLighting({' + '.join(map(repr, self.tfms))})"
-
-_TRANSFORMS = {c.__name__: c for c in (Flip, Dihedral, Rotate, Zoom, Warp, RandomResizedCropGPU, BatchResize,
-                                       Brightness, Contrast, Saturation, Hue)}
 
 # %% ../../nbs/08_vision.augment_batch.ipynb #3fbc3684
 def aug_transforms(mult=1., do_flip=True, flip_vert=False, max_rotate=10., min_zoom=1., max_zoom=1.1, max_lighting=0.2,
