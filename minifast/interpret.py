@@ -10,6 +10,9 @@ import math
 
 import torch
 
+from .core import import_pandas
+from .data.core import show_function
+
 # %% ../nbs/22_interpret.ipynb #8db31d34
 def _cpu(t): return t.detach().cpu() if isinstance(t, torch.Tensor) else t
 
@@ -59,19 +62,15 @@ class Interpretation:
 
     def plot_top_losses(self, k=9, largest=True, nrows=None, figsize=None):
         "Show the `k` items with the largest losses, titled prediction/actual/loss (/probability for a classifier)."
-        from minifast.vision.core import show_images
         if not hasattr(self.dl, 'make_batch'):
             raise ValueError("plot_top_losses: this interpretation has no minifast data loader to show items from; "
                              "build it with from_learner on a DataLoader (not a list of batches).")
-        kinds = list(self.dl.kinds or ())
-        if 'image' not in kinds:
-            raise ValueError(f"plot_top_losses shows images, but the data's elements are {kinds}; "
-                             "use top_losses(k, items=True) to list the items instead.")
+        kinds = tuple(self.dl.kinds or ())
+        show = show_function(kinds, 'plot_top_losses', instead="Use top_losses(k, items=True) to list the items instead.")
         _, idxs = self.top_losses(min(k, len(self)), largest=largest)
         idxs = idxs.tolist()
         samples = self.dl.decode_batch(self.dl.make_batch(idxs), max_n=len(idxs))  # validation pipelines: no augmentation
-        ims = [s[kinds.index('image')] for s in samples]
-        return show_images(ims, nrows=nrows, titles=[self._title(i) for i in idxs], figsize=figsize)
+        return show(samples, kinds, nrows=nrows, titles=[self._title(i) for i in idxs], figsize=figsize)
 
     def __repr__(self): return f"{type(self).__name__}({len(self)} items)"
 
@@ -171,12 +170,8 @@ class ClassificationInterpretation(Interpretation):
         rows = self._report_rows()
         if output_dict:
             return {k: v[2] if k == 'accuracy' else dict(zip(_REPORT_COLUMNS, v)) for k, v in rows.items()}
-        try: import pandas as pd
-        except ImportError as e:
-            raise ImportError("classification_report() returns a pandas DataFrame, and pandas (an optional dependency of "
-                              "minifast) is not installed: pip install pandas, or pip install 'minifast[pandas]'. Without "
-                              "it, print_classification_report() prints the same table and classification_report("
-                              "output_dict=True) returns it as a dict.") from e
+        pd = import_pandas('classification_report()', instead="Without it, print_classification_report() prints the same "
+                           "table and classification_report(output_dict=True) returns it as a dict.")
         return pd.DataFrame.from_dict(rows, orient='index', columns=list(_REPORT_COLUMNS))
 
     def print_classification_report(self):

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from ..data.core import register_show
 from ..data.transforms import Transform
 
 # %% ../../nbs/06_vision.core.ipynb #6773d07a
@@ -219,10 +220,12 @@ def _label_text(o):
     if isinstance(o, torch.Tensor): return f"{o.item():.3g}" if o.numel() == 1 else str(o.tolist())
     return str(o)
 
-def show_samples(samples, kinds=None, nrows=None, ncols=None, figsize=None, **kwargs):
-    "Draw decoded samples (tuples): the first image element of each, titled with the other elements."
+def show_samples(samples, kinds=None, nrows=None, ncols=None, figsize=None, titles=None, **kwargs):
+    "Draw decoded samples (tuples): the first image element of each, titled with the other elements (or `titles`)."
     samples = list(samples)
     kinds = kinds or ['image'] + ['label'] * (len(samples[0]) - 1)
     ims = [next(o for o, k in zip(s, kinds) if k == 'image') for s in samples]
-    titles = [' / '.join(_label_text(o) for o, k in zip(s, kinds) if k != 'image') or None for s in samples]
+    if titles is None: titles = [' / '.join(_label_text(o) for o, k in zip(s, kinds) if k != 'image') or None for s in samples]
     return show_images(ims, nrows=nrows, ncols=ncols, titles=titles, figsize=figsize, **kwargs)
+
+register_show('image', show_samples)   # how `show_batch` and `plot_top_losses` draw images: the data layer looks it up
