@@ -235,3 +235,22 @@ def test_export_and_load_keep_the_memory_format(dls, tmp_path):
         x = torch.randn(2, 3, 32, 32)
         learn.model.eval()
         with torch.no_grad(): torch.testing.assert_close(loaded.model(x), learn.model(x), rtol=1e-4, atol=1e-4)
+
+
+def test_a_registered_arch_family_plugs_in_without_new_code(monkeypatch):
+    "A new family (here a tiny conv net) is one register_arch_family call; vision_learner builds, cuts and splits it."
+    from torch import nn
+    from minifast.vision import learner as vl
+    monkeypatch.setattr(vl, 'arch_families', dict(vl.arch_families))
+    built = []
+
+    def build(name, pretrained=False, weights_path=None, progress=True):
+        built.append((name, pretrained))
+        return nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Conv2d(4, 8, 3), nn.AdaptiveAvgPool2d(1))
+
+    vl.register_arch_family('tiny', build, body=lambda m: m[:3])
+    arch = vl.Arch('tiny_net', split_at=2, family='tiny')
+    model = vl.create_vision_model(arch, 5, pretrained=False)
+    assert built == [('tiny_net', False)] and len(model[0]) == 3
+    assert [len(g) for g in arch.splitter(model[0])(model)] == [2, 2, len(list(model[1].parameters()))]
+    with pytest.raises(ValueError, match=r"unknown family 'timm'.*register_arch_family"): vl.Arch('x', 2, family='timm')
