@@ -17,7 +17,8 @@ from .data.core import show_function
 def _cpu(t): return t.detach().cpu() if isinstance(t, torch.Tensor) else t
 
 class Interpretation:
-    "The predictions, targets, decoded predictions and per-item losses of one inference pass; every view reads these, nothing re-runs the model."
+    """The predictions, targets, decoded predictions and per-item losses of one inference pass; every view reads these,
+    nothing re-runs the model."""
     def __init__(self, preds, targs, losses, decoded=None, dl=None):
         if targs is None or losses is None:
             raise ValueError(f"{type(self).__name__}: needs targets and per-item losses; interpret a labelled data set "
@@ -53,7 +54,8 @@ class Interpretation:
         losses, idxs = self.losses.topk(k, largest=largest)
         if not items: return losses, idxs
         if getattr(self.dl, 'items', None) is None:
-            raise ValueError("top_losses(items=True): this interpretation has no data loader with items; build it with from_learner.")
+            raise ValueError("top_losses(items=True): this interpretation has no data loader with items; "
+                             "build it with from_learner.")
         return losses, idxs, self.dl.items[idxs.tolist()]
 
     def _title(self, i):
@@ -66,7 +68,8 @@ class Interpretation:
             raise ValueError("plot_top_losses: this interpretation has no minifast data loader to show items from; "
                              "build it with from_learner on a DataLoader (not a list of batches).")
         kinds = tuple(self.dl.kinds or ())
-        show = show_function(kinds, 'plot_top_losses', instead="Use top_losses(k, items=True) to list the items instead.")
+        show = show_function(kinds, 'plot_top_losses', instead="Use top_losses(k, items=True) to list the "
+                                                               "items instead.")
         _, idxs = self.top_losses(min(k, len(self)), largest=largest)
         idxs = idxs.tolist()
         samples = self.dl.decode_batch(self.dl.make_batch(idxs), max_n=len(idxs))  # validation pipelines: no augmentation
@@ -128,7 +131,8 @@ class ClassificationInterpretation(Interpretation):
 
     def plot_confusion_matrix(self, normalize=False, title='Confusion matrix', cmap='Blues', norm_dec=2,
                               plot_txt=True, figsize=None, dpi=60):
-        "Draw the confusion matrix (rows: actual, columns: predicted); `normalize` divides each row by its total. Returns the figure."
+        """Draw the confusion matrix (rows: actual, columns: predicted); `normalize` divides each row by its total.
+        Returns the figure."""
         import matplotlib.pyplot as plt
         cm = self.confusion_matrix().double()
         if normalize: cm = cm / cm.sum(1, keepdim=True).clamp(min=1)
@@ -150,7 +154,8 @@ class ClassificationInterpretation(Interpretation):
         return fig
 
     def _report_rows(self) -> dict:
-        "`{row name: [precision, recall, f1-score, support]}`: the classes, then accuracy (NaN but f1 and support), macro and weighted averages."
+        """`{row name: [precision, recall, f1-score, support]}`: the classes, then accuracy (NaN but f1 and support),
+        macro and weighted averages."""
         cm = self.confusion_matrix().double()
         tp, n_pred, support = cm.diagonal(), cm.sum(0), cm.sum(1)
         div = lambda a, b: torch.where(b > 0, a / torch.where(b > 0, b, 1.), 0.)  # undefined counts as 0, as in scikit-learn
@@ -170,7 +175,8 @@ class ClassificationInterpretation(Interpretation):
         rows = self._report_rows()
         if output_dict:
             return {k: v[2] if k == 'accuracy' else dict(zip(_REPORT_COLUMNS, v)) for k, v in rows.items()}
-        pd = import_pandas('classification_report()', instead="Without it, print_classification_report() prints the same "
+        pd = import_pandas('classification_report()', instead="Without it, print_classification_report() "
+                                                              "prints the same "
                            "table and classification_report(output_dict=True) returns it as a dict.")
         return pd.DataFrame.from_dict(rows, orient='index', columns=list(_REPORT_COLUMNS))
 

@@ -20,7 +20,7 @@ from minifast.vision.augment_batch import (BatchResize, Brightness, Contrast, Di
                                            Hue, RandomResizedCropGPU, Rotate, Saturation, Warp, Zoom, aug_transforms,
                                            crop_mat, dihedral_mat, flip_mat, perspective_mat, rotate_mat, warp_batch,
                                            zoom_mat)
-from minifast.vision.core import IntToFloatTensor, Normalize, PILImage, ToTensor, imagenet_stats
+from minifast.vision.core import IntToFloatTensor, Normalize, imagenet_stats
 
 DEVICES = ['cpu'] + (['cuda'] if torch.cuda.is_available() else [])
 T = lambda *v: torch.tensor([float(o) for o in v])
@@ -42,7 +42,8 @@ def count_grid_sample(monkeypatch):
 
 
 def sampled(calls):
-    "{image shape: how many images were sampled} over grid_sample `calls` (a uint8 batch on the CPU is sampled a few images per call)."
+    """{image shape: how many images were sampled} over grid_sample `calls`
+    (a uint8 batch on the CPU is sampled a few images per call)."""
     counts = {}
     for n, *shape in calls: counts[tuple(shape)] = counts.get(tuple(shape), 0) + n
     return counts
@@ -125,7 +126,8 @@ def test_one_grid_sample_per_batch(count_grid_sample):
 
 @pytest.mark.parametrize('threads', [1, 3])
 def test_uint8_batch_on_the_cpu_is_sampled_a_few_images_at_a_time_with_the_same_result(count_grid_sample, threads):
-    "One image per thread per call, converted to float just before (in the cache): the numbers of one call on the whole float batch."
+    """One image per thread per call, converted to float just before (in the cache): the numbers of one call on the
+    whole float batch."""
     x = torch.randint(0, 256, (7, 3, 30, 34), dtype=torch.uint8, generator=gen(0))
     mats = rotate_mat(torch.linspace(-20, 20, 7), (30, 34)) @ perspective_mat(torch.linspace(-.2, .2, 7), torch.full((7,), .1))
     before = torch.get_num_threads()
@@ -165,7 +167,8 @@ def test_prefilter_stops_aliasing():
 
 
 def test_plain_resize_of_uint8_on_the_cpu(count_grid_sample):
-    "Identity matrices (BatchResize, the validation crop of square images): torch's uint8 resize, 1/255 from the float path."
+    """Identity matrices (BatchResize, the validation crop of square images): torch's uint8 resize,
+    1/255 from the float path."""
     x = torch.randint(0, 256, (4, 3, 40, 40), dtype=torch.uint8, generator=gen(0))
     out = BatchResize(24)(x)
     assert count_grid_sample == [] and out.dtype == torch.float32 and out.shape == (4, 3, 24, 24)
@@ -430,7 +433,8 @@ def test_errors_name_the_culprit():
     with pytest.raises(ValueError, match='pad_mode'): Rotate(pad_mode='mirror')
     with pytest.raises(ValueError, match='p=1.5'): Flip(p=1.5)
     with pytest.raises(ValueError, match='min_scale'): RandomResizedCropGPU(16, min_scale=0.)
-    with pytest.raises(ValueError, match='Two transforms set the output size'): Pipeline([RandomResizedCropGPU(16), BatchResize(8)])
+    with pytest.raises(ValueError, match='Two transforms set the output '
+                                         'size'): Pipeline([RandomResizedCropGPU(16), BatchResize(8)])
     with pytest.raises(ValueError, match='different mode'): Pipeline([Rotate(), Zoom(mode='nearest')])
     with pytest.raises(ValueError, match=r'expected \(2, 3, 3\)'): warp_batch(torch.rand(2, 3, 4, 4), torch.eye(3)[None])
     with pytest.raises(ValueError, match="Unknown transform 'Blur'"): FusedGeometry([{'name': 'Blur', 'config': {}}])
@@ -449,7 +453,8 @@ def test_int_to_float_is_left_to_the_fused_geometry():
 
 
 def test_a_transform_defined_here_is_found_by_name_and_rebuilt_from_its_config():
-    "Every Transform subclass registers itself: `transform_class` finds one defined in a test, and FusedLighting rebuilds it."
+    """Every Transform subclass registers itself: `transform_class` finds one defined in a test,
+    and FusedLighting rebuilds it."""
     from minifast.data.transforms import registered_transforms, transform_class
 
     class Darker(Brightness):
@@ -470,7 +475,8 @@ def test_an_unknown_transform_name_lists_the_known_ones_and_says_what_to_import(
 
 
 def test_a_user_class_named_like_a_minifast_one_does_not_replace_it():
-    "A user's `Flip` keeps its qualified name only: `transform_class('Flip')` (what an export file names) stays minifast's."
+    """A user's `Flip` keeps its qualified name only: `transform_class('Flip')` (what an export file names)
+    stays minifast's."""
     from minifast.data.transforms import transform_class
 
     class Flip(Transform):   # noqa: F811  (the clash is the point)

@@ -62,7 +62,8 @@ def test_mismatched_sizes_still_name_the_shapes_and_the_fix(noisy_folder):
     block = DataBlock(blocks=(ImageBlock, CategoryBlock), get_items=get_image_files, get_y=parent_label,
                       splitter=RandomSplitter(valid_pct=0.5, seed=0))
     dl = block.dataloaders(noisy_folder, bs=4, device='cpu', num_workers=0, seed=0).valid
-    with pytest.raises(RuntimeError, match=r"element 0 \(image\) has \d different shapes: \(3, 3\d, 40\).*item_tfms=Resize\("):
+    with pytest.raises(RuntimeError, match=r"element 0 \(image\) has \d different shapes: "
+                                           r"\(3, 3\d, 40\).*item_tfms=Resize\("):
         next(iter(dl))
 
 
@@ -73,7 +74,8 @@ def _sound_loader():
 
 
 def test_show_batch_uses_the_show_function_registered_for_the_kind(monkeypatch):
-    "data.core draws nothing itself: a show function a test registers for 'sound' gets the decoded samples and the kinds."
+    """data.core draws nothing itself: a show function a test registers for 'sound' gets the decoded samples
+    and the kinds."""
     monkeypatch.setattr(core, '_show_functions', dict(core._show_functions))   # leave the real registry as it was
     calls = []
     core.register_show('sound', lambda samples, kinds, **kwargs: calls.append((samples, kinds, kwargs)) or 'figure')

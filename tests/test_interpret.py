@@ -275,7 +275,8 @@ print(json.dumps({'extra_peak_mb': peak_mb() - before, 'preds_mb': n * c * 4 / 2
 
 
 def test_from_learner_on_50k_items_1000_classes_keeps_one_copy():
-    "The whole inference pass: softmax batch by batch and a concatenation that frees as it copies, so the scores exist once."
+    """The whole inference pass: softmax batch by batch and a concatenation that frees as it copies,
+    so the scores exist once."""
     import os
     # a fixed mmap threshold makes freed blocks leave the resident size, so it measures what is really in use; minifast's
     # own allocator setting (keep_freed_memory) keeps blocks in the heap, where the resident size depends on its layout

@@ -124,7 +124,8 @@ def test_different_sizes_and_seeds_get_their_own_folders_and_coexist(home, monke
 
 
 def test_a_folder_another_process_finished_meanwhile_is_kept(tmp_path, monkeypatch):
-    "Two processes drawing the same folder: the one finishing second keeps the first one's folder (a reader may be in it)."
+    """Two processes drawing the same folder: the one finishing second keeps the first one's folder
+    (a reader may be in it)."""
     root = tmp_path/'pets'
     real_draw_all = tp._draw_all
     def draw_all_while_another_finishes(folder, n_per_breed, seed):

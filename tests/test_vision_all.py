@@ -47,7 +47,8 @@ def test_star_import_in_a_fresh_process():
 
 
 def test_star_import_leaves_the_heavy_libraries_unloaded():
-    "The import is what a notebook pays first (target: 0.3 s after torch): torchvision, matplotlib and pandas load when used."
+    """The import is what a notebook pays first (target: 0.3 s after torch): torchvision,
+    matplotlib and pandas load when used."""
     code = ("import sys, torch\nfrom minifast.vision.all import *\n"
             "print(sorted(m for m in ('torchvision', 'matplotlib', 'pandas', 'tqdm.notebook') if m in sys.modules))")
     out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=True).stdout

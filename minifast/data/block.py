@@ -6,11 +6,9 @@
 __all__ = ['TransformBlock', 'CategoryBlock', 'MultiCategoryBlock', 'RegressionBlock', 'DataBlock']
 
 # %% ../../nbs/03_data.block.ipynb #3ed5edf1
-import traceback
 from pathlib import Path
 
 import torch
-from fastcore.foundation import L
 
 from ..core import listify
 from .transforms import Categorize, MultiCategorize, Pipeline, RandomSplitter, Transform, as_transform
@@ -128,7 +126,8 @@ class DataBlock:
 
 # %% ../../nbs/03_data.block.ipynb #e58c2d07
 def _run_steps(pipe, x, split_idx, generator, indent, out):
-    "Apply the transforms of `pipe` one at a time, printing each result; return (value, failure) where failure names the transform and the error."
+    """Apply the transforms of `pipe` one at a time, printing each result; return (value, failure) where failure names
+    the transform and the error."""
     for t in pipe:
         try: x = t(x, split_idx=split_idx, generator=generator)
         except Exception as e:

@@ -165,7 +165,8 @@ def _shape_mismatch(samples, items=None, kinds=None):
                           f"{_item_text(items[idx[0]] if items is not None else None)}"
                           for shape, idx in list(seen.items())[:4])
         kind = f" ({kinds[k]})" if kinds is not None and k < len(kinds) else ''
-        return (f"Cannot collate {len(samples)} samples into a batch: element {k}{kind} has {len(seen)} different shapes: "
+        return (f"Cannot collate {len(samples)} samples into a batch: element {k}{kind} has {len(seen)} "
+                "different shapes: "
                 f"{shown}{' ...' if len(seen) > 4 else ''}. {_ONE_SIZE_ADVICE}")
     return None
 
@@ -194,7 +195,8 @@ def _numpy_stack(ts):
     return out
 
 def _collate(samples):
-    "`default_collate(samples)`; in the main process, tensors that stack plainly are stacked by numpy, not torch's threads."
+    """`default_collate(samples)`; in the main process, tensors that stack plainly are stacked by numpy,
+    not torch's threads."""
     if torch.utils.data.get_worker_info() is not None or not samples or type(samples[0]) is not tuple:
         return torch.utils.data.default_collate(samples)   # a worker: one torch thread, and the batch goes to shared memory
     n = len(samples[0])
@@ -310,7 +312,8 @@ class DataLoader:
                                persistent_workers=self.persistent_workers and workers > 0)
 
     def _check_size(self):
-        if len(self.dataset) == 0: raise ValueError("DataLoader: the dataset is empty. Check get_items and the splitter.")
+        if len(self.dataset) == 0: raise ValueError("DataLoader: the dataset is empty. "
+                                                    "Check get_items and the splitter.")
 
     @property
     def _drop_last(self):
@@ -384,7 +387,8 @@ class DataLoader:
         return [decode(s) for s in samples] if decode else samples
 
     def show_batch(self, b=None, max_n=9, nrows=None, ncols=None, figsize=None, unique=False, **kwargs):
-        "Show decoded samples in a grid, the image with its label as title; `unique` shows one item augmented many times."
+        """Show decoded samples in a grid, the image with its label as title;
+        `unique` shows one item augmented many times."""
         show = show_function(self.kinds, 'show_batch')
         if unique: b = self.make_batch([0] * max_n, generator=torch.Generator().manual_seed(self._seed()))
         elif b is None: b = self.one_batch()

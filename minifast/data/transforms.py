@@ -31,7 +31,8 @@ def get_files(path, extensions=None, recurse=True, folders=None, followlinks=Tru
     "Sorted paths of the files in `path` (and its subfolders if `recurse`) whose suffix is in `extensions`."
     path = Path(path)
     if not path.exists(): raise FileNotFoundError(f"get_files: the folder {path} does not exist. Check the path.")
-    if not path.is_dir(): raise NotADirectoryError(f"get_files: {path} is a file, not a folder. Pass the folder that holds your items.")
+    if not path.is_dir(): raise NotADirectoryError(f"get_files: {path} is a file, not a folder. "
+                                                   "Pass the folder that holds your items.")
     extensions = None if extensions is None else {e.lower() for e in listify(extensions)}
     folders = set(listify(folders))
     if not recurse:
@@ -87,14 +88,17 @@ class FuncSplitter:
         return L(i for i, m in enumerate(mask) if not m), L(i for i, m in enumerate(mask) if m)
 
 class GrandparentSplitter:
-    "Split by the name of the grandparent folder: `path/train/cat/x.jpg` goes to training, `path/valid/...` to validation."
+    """Split by the name of the grandparent folder: `path/train/cat/x.jpg` goes to training,
+    `path/valid/...` to validation."""
     def __init__(self, train_name='train', valid_name='valid'): self.train_name, self.valid_name = train_name, valid_name
     def __call__(self, items):
         names = [Path(o).parent.parent.name for o in items]
         train, valid = L(i for i, n in enumerate(names) if n == self.train_name), L(i for i, n in enumerate(names) if n == self.valid_name)
         if not train or not valid:
-            raise ValueError(f"GrandparentSplitter: found {len(train)} items under '{self.train_name}' and {len(valid)} under "
-                             f"'{self.valid_name}' grandparent folders (e.g. {items[0]}). Pass train_name= and valid_name= "
+            raise ValueError(f"GrandparentSplitter: found {len(train)} items under '{self.train_name}' and "
+                             f"{len(valid)} under "
+                             f"'{self.valid_name}' grandparent folders (e.g. {items[0]}). "
+                             "Pass train_name= and valid_name= "
                              f"matching your folder names.")
         return train, valid
 
@@ -102,17 +106,20 @@ class ColSplitter:
     "Split a DataFrame's rows by the boolean column `col` (true means validation)."
     def __init__(self, col='is_valid'): self.col = col
     def __call__(self, df):
-        if self.col not in df.columns: raise KeyError(f"ColSplitter: the DataFrame has no column '{self.col}' (columns: {list(df.columns)}).")
+        if self.col not in df.columns: raise KeyError(f"ColSplitter: the DataFrame has no column '{self.col}' "
+                                                      f"(columns: {list(df.columns)}).")
         mask = df[self.col].astype(bool).tolist()
         return L(i for i, m in enumerate(mask) if not m), L(i for i, m in enumerate(mask) if m)
 
 # %% ../../nbs/01_data.transforms.ipynb #b0a46aa4
 class RegexLabeller:
-    "Label an item with the first group of the regular expression `pat` (searched, or matched from the start if `match`)."
+    """Label an item with the first group of the regular expression `pat`
+    (searched, or matched from the start if `match`)."""
     def __init__(self, pat, match=False):
         self.pat = re.compile(pat)
         self.match = match
-        if self.pat.groups < 1: raise ValueError(f"RegexLabeller: the pattern {pat!r} has no group; put the label part in parentheses, e.g. r'(.+)_\\d+.jpg$'.")
+        if self.pat.groups < 1: raise ValueError(f"RegexLabeller: the pattern {pat!r} has no group; "
+                                                 "put the label part in parentheses, e.g. r'(.+)_\\d+.jpg$'.")
 
     def __call__(self, o):
         text = o.as_posix() if isinstance(o, Path) else str(o)
@@ -142,7 +149,8 @@ class ColReader:
         if isinstance(col, int): o = row.iloc[col] if hasattr(row, 'iloc') else row[col]
         else:
             try: o = row[col]
-            except KeyError: raise KeyError(f"ColReader: the row has no column {col!r}; available: {list(getattr(row, 'index', []))}.") from None
+            except KeyError: raise KeyError(f"ColReader: the row has no column {col!r}; available: "
+                                            f"{list(getattr(row, 'index', []))}.") from None
         if self.label_delim is not None: return str(o).split(self.label_delim)
         if self.pref or self.suff:
             return (Path(self.pref)/f"{o}{self.suff}") if isinstance(self.pref, Path) else f"{self.pref}{o}{self.suff}"
@@ -182,7 +190,8 @@ def _qualified(cls) -> str: return f"{cls.__module__}.{cls.__qualname__}"
 def _is_minifast(cls) -> bool: return cls.__module__.startswith('minifast.')
 
 def _register(cls):
-    "Record `cls` under its qualified name, and under its short name unless a class from elsewhere or minifast holds it."
+    """Record `cls` under its qualified name, and under its short name unless a class from elsewhere or
+    minifast holds it."""
     _registry[_qualified(cls)] = cls
     holder = _registry.get(cls.__name__)
     if holder is None or _qualified(holder) == _qualified(cls) or (_is_minifast(cls) and not _is_minifast(holder)):
@@ -281,7 +290,8 @@ class Categorize(Transform):
         if self.vocab is None: self.vocab = CategoryMap(labels, sort=self.sort)
 
     def encodes(self, label):
-        if self.vocab is None: raise RuntimeError("Categorize has no vocabulary yet: call setup(train_labels) or pass vocab=.")
+        if self.vocab is None: raise RuntimeError("Categorize has no vocabulary yet: "
+                                                  "call setup(train_labels) or pass vocab=.")
         return torch.tensor(self.vocab.index(label))
 
     def unknown(self, label) -> list:

@@ -51,7 +51,8 @@ def rotate_mat(degrees, hw=(2, 2), align_corners=True):
     return _mats([[cos, -sin * ey / ex, 0], [sin * ex / ey, cos, 0], [0, 0, 1]], a)
 
 def zoom_mat(scale, col_pct=None, row_pct=None):
-    "Zoom in by `scale` ((N,)) on a window `1/scale` as wide, placed at fractions `col_pct`, `row_pct` of the room left (default: centred)."
+    """Zoom in by `scale` ((N,)) on a window `1/scale` as wide, placed at fractions `col_pct`,
+    `row_pct` of the room left (default: centred)."""
     s = scale.float()
     cx = torch.zeros_like(s) if col_pct is None else (1 - 1 / s) * (2 * col_pct - 1)
     cy = torch.zeros_like(s) if row_pct is None else (1 - 1 / s) * (2 * row_pct - 1)
@@ -69,7 +70,8 @@ def crop_mat(left, top, width, height, in_hw, align_corners=True):
     return _mats([[sx, 0, tx], [0, sy, ty], [0, 0, 1]], sx)
 
 def _square_to_quad(quad):
-    "The perspective matrices (N, 3, 3) taking the unit square's corners (0,0), (1,0), (1,1), (0,1) to `quad` (N, 4, 2)."
+    """The perspective matrices (N, 3, 3) taking the unit square's corners (0,0), (1,0), (1,1),
+    (0,1) to `quad` (N, 4, 2)."""
     (x0, x1, x2, x3), (y0, y1, y2, y3) = quad[..., 0].unbind(1), quad[..., 1].unbind(1)
     dx1, dx2, dx3 = x1 - x2, x3 - x2, x0 - x1 + x2 - x3
     dy1, dy2, dy3 = y1 - y2, y3 - y2, y0 - y1 + y2 - y3
@@ -78,7 +80,8 @@ def _square_to_quad(quad):
     return _mats([[x1 - x0 + g * x1, x3 - x0 + h * x3, x0], [y1 - y0 + g * y1, y3 - y0 + h * y3, y0], [g, h, 1]], g)
 
 def perspective_mat(mag_x, mag_y):
-    "Keystone warp: output corner (x, y) reads the input at (x (1 + mag_x y), y (1 + mag_y x)); straight lines stay straight."
+    """Keystone warp: output corner (x, y) reads the input at (x (1 + mag_x y), y (1 + mag_y x));
+    straight lines stay straight."""
     mx, my = mag_x.float()[:, None], mag_y.float()[:, None]
     x = torch.tensor([-1., 1, 1, -1], device=mx.device)   # the corners, in _square_to_quad's order
     y = torch.tensor([-1., -1, 1, 1], device=mx.device)
@@ -132,7 +135,8 @@ def _prefilter(x, mats, min_stride, max_stride, align_corners):
     return x, mats
 
 def _sample_uint8_cpu(x, mats, out_hw, mode, pad_mode, align_corners, channels_last=False):
-    "`grid_sample` of the uint8 batch `x` on the CPU, as floats in [0, 1]: one image per thread at a time, converted and sampled while in the cache."
+    """`grid_sample` of the uint8 batch `x` on the CPU, as floats in [0, 1]: one image per thread at a time,
+    converted and sampled while in the cache."""
     n, k = len(x), max(1, torch.get_num_threads())
     out = torch.empty((n, x.shape[1], *out_hw), dtype=torch.float32, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
     buf = torch.empty((min(k, n), *x.shape[1:]), dtype=torch.float32)   # reused: a fresh float copy of the whole batch costs more than the sampling
@@ -147,10 +151,12 @@ def _is_identity(mats): return bool((mats - torch.eye(3, device=mats.device)).ab
 
 def warp_batch(x, mats, size=None, mode='bilinear', pad_mode='reflection', align_corners=True, channels_last=False,
                min_stride='auto', max_stride=2.):
-    "Resample the batch `x` (N, C, H, W) once, to `size`: output pixel `p` reads the input at `mats[i] @ p` (normalised)."
+    """Resample the batch `x` (N, C, H, W) once, to `size`: output pixel `p` reads the input at
+    `mats[i] @ p` (normalised)."""
     if x.ndim != 4: raise ValueError(f"warp_batch: x has shape {tuple(x.shape)}; expected a batch (N, C, H, W).")
     n, _, h, w = x.shape
-    if mats.shape != (n, 3, 3): raise ValueError(f"warp_batch: mats has shape {tuple(mats.shape)}; expected ({n}, 3, 3), one matrix per image.")
+    if mats.shape != (n, 3, 3): raise ValueError(f"warp_batch: mats has shape {tuple(mats.shape)}; "
+                                                 f"expected ({n}, 3, 3), one matrix per image.")
     out_hw = (h, w) if size is None else _size_hw(size)
     is_int = not torch.is_floating_point(x)
     mats = mats.to(device=x.device, dtype=torch.float32)
@@ -190,7 +196,8 @@ def _chosen(n, generator, p, batch=False):
 _SAMPLING = ('mode', 'pad_mode', 'align_corners', 'channels_last')
 
 class GeometricTransform(Transform):
-    "Base of the batch transforms that move pixels: each gives (N, 3, 3) matrices; neighbours fuse into one `warp_batch`."
+    """Base of the batch transforms that move pixels: each gives (N, 3, 3) matrices;
+    neighbours fuse into one `warp_batch`."""
     order = 30
     resizes = False   # true for the one transform that sets the output size
     reads_uint8 = True  # converts a uint8 batch to float itself, so IntToFloatTensor can leave it the work
@@ -198,8 +205,10 @@ class GeometricTransform(Transform):
     def __init__(self, p=1., batch=False, mode='bilinear', pad_mode='reflection', align_corners=True, channels_last=False):
         name = type(self).__name__
         if not 0 <= p <= 1: raise ValueError(f"{name}: p={p} must be a probability in [0, 1].")
-        if mode not in ('bilinear', 'nearest', 'bicubic'): raise ValueError(f"{name}: mode={mode!r} must be 'bilinear', 'nearest' or 'bicubic'.")
-        if pad_mode not in ('reflection', 'zeros', 'border'): raise ValueError(f"{name}: pad_mode={pad_mode!r} must be 'reflection', 'zeros' or 'border'.")
+        if mode not in ('bilinear', 'nearest', 'bicubic'): raise ValueError(f"{name}: mode={mode!r} must be "
+                                                                            "'bilinear', 'nearest' or 'bicubic'.")
+        if pad_mode not in ('reflection', 'zeros', 'border'): raise ValueError(f"{name}: pad_mode={pad_mode!r} must be "
+                                                                               "'reflection', 'zeros' or 'border'.")
         self.p, self.batch, self.mode, self.pad_mode, self.align_corners, self.channels_last = p, batch, mode, pad_mode, align_corners, channels_last
 
     def draw_mats(self, n, in_hw, out_hw, generator):
@@ -208,7 +217,8 @@ class GeometricTransform(Transform):
     def valid_mats(self, n, in_hw, out_hw, device): return _eye(n, device)
     def out_size(self, in_hw): return tuple(in_hw)
     def min_stride(self, in_hw, out_hw, valid):
-        "A lower bound of the stride over all possible draws (a factor, except for the resizing transform): decides the prefilter."
+        """A lower bound of the stride over all possible draws (a factor, except for the resizing transform):
+        decides the prefilter."""
         return 1.
 
     def fuse(self, other): return FusedGeometry([self, other]) if isinstance(other, (GeometricTransform, FusedGeometry)) else None
@@ -221,7 +231,8 @@ class Flip(GeometricTransform):
     def draw_mats(self, n, in_hw, out_hw, generator): return flip_mat(_chosen(n, generator, self.p, self.batch))
 
 class Dihedral(GeometricTransform):
-    "With probability `p`, one of the 8 flips and quarter turns, uniformly (for images with no natural up, e.g. satellite)."
+    """With probability `p`, one of the 8 flips and quarter turns,
+    uniformly (for images with no natural up, e.g. satellite)."""
     def __init__(self, p=0.5, **kwargs): super().__init__(p=p, **kwargs)
     def draw_mats(self, n, in_hw, out_hw, generator):
         k = _uniform(n, generator, 0, 8, self.batch).floor().clamp(max=7)
@@ -238,7 +249,8 @@ class Rotate(GeometricTransform):
 class Zoom(GeometricTransform):
     "Zoom by a uniform factor in [min_zoom, max_zoom] on a random spot, with probability `p`."
     def __init__(self, min_zoom=1., max_zoom=1.1, p=0.5, **kwargs):
-        if not 0 < min_zoom <= max_zoom: raise ValueError(f"Zoom: need 0 < min_zoom <= max_zoom, got min_zoom={min_zoom}, max_zoom={max_zoom}.")
+        if not 0 < min_zoom <= max_zoom: raise ValueError("Zoom: need 0 < min_zoom <= max_zoom, "
+                                                          f"got min_zoom={min_zoom}, max_zoom={max_zoom}.")
         super().__init__(p=p, **kwargs); self.min_zoom, self.max_zoom = min_zoom, max_zoom
     def draw_mats(self, n, in_hw, out_hw, generator):
         s = _uniform(n, generator, self.min_zoom, self.max_zoom, self.batch)
@@ -260,17 +272,21 @@ class Warp(GeometricTransform):
     def get_config(self): return {'magnitude': self.magnitude, **super().get_config()}
 
 def _largest_window(in_hw, aspect):
-    "Width and height (pixels) of the largest window of shape `aspect` (width / height) inside an image of size `in_hw`."
+    """Width and height (pixels) of the largest window of shape `aspect` (width / height) inside an image
+    of size `in_hw`."""
     h, w = in_hw
     return (w, w / aspect) if w / h <= aspect else (h * aspect, h)
 
 class RandomResizedCropGPU(GeometricTransform):
-    "Read a random window (area `min_scale`..1 of the largest that fits, shape `ratio` x the output's) resized to `size`."
+    """Read a random window (area `min_scale`..1 of the largest that fits, shape `ratio` x the output's)
+    resized to `size`."""
     resizes = True
     def __init__(self, size=None, min_scale=0.08, ratio=(3/4, 4/3), valid_scale=1., p=1., **kwargs):
         if not 0 < min_scale <= 1: raise ValueError(f"RandomResizedCropGPU: min_scale={min_scale} must be in (0, 1].")
-        if not 0 < valid_scale <= 1: raise ValueError(f"RandomResizedCropGPU: valid_scale={valid_scale} must be in (0, 1].")
-        if not 0 < ratio[0] <= ratio[1]: raise ValueError(f"RandomResizedCropGPU: ratio={ratio} must be (low, high) with 0 < low <= high.")
+        if not 0 < valid_scale <= 1: raise ValueError("RandomResizedCropGPU: "
+                                                      f"valid_scale={valid_scale} must be in (0, 1].")
+        if not 0 < ratio[0] <= ratio[1]: raise ValueError(f"RandomResizedCropGPU: ratio={ratio} must be (low, high) "
+                                                          "with 0 < low <= high.")
         super().__init__(p=p, **kwargs)
         self.size, self.min_scale, self.ratio, self.valid_scale = _size_hw(size), min_scale, tuple(ratio), valid_scale
 
@@ -320,21 +336,25 @@ def _from_config(t):
     return transform_class(t.get('name'))(**t['config'])   # the one registry of `data.transforms`
 
 class FusedGeometry(Transform):
-    "Neighbouring geometric transforms as one: their matrices multiplied per sample, then one `warp_batch`; `size` replaces the output size."
+    """Neighbouring geometric transforms as one: their matrices multiplied per sample, then one `warp_batch`;
+    `size` replaces the output size."""
     order = 30
     reads_uint8 = True
     def __init__(self, tfms, size=None):
         parts = []
         for t in map(_from_config, tfms): parts += t.tfms if isinstance(t, FusedGeometry) else [t]
         resizers = [t for t in parts if t.resizes]
-        if len(resizers) > 1: raise ValueError(f"Two transforms set the output size: {resizers[0]!r} and {resizers[1]!r}. Keep one.")
+        if len(resizers) > 1: raise ValueError("Two transforms set the output size: "
+                                               f"{resizers[0]!r} and {resizers[1]!r}. Keep one.")
         if size is not None:   # e.g. progressive resizing rebuilds the transform with another size
-            if not resizers: raise ValueError(f"FusedGeometry: size={size} needs a RandomResizedCropGPU or BatchResize among {parts}.")
+            if not resizers: raise ValueError(f"FusedGeometry: size={size} needs a RandomResizedCropGPU or BatchResize "
+                                              f"among {parts}.")
             resizers = [type(resizers[0])(**{**resizers[0].get_config(), 'size': size})]
         for t in parts[1:]:
             for k in _SAMPLING:
                 if getattr(t, k) != getattr(parts[0], k):
-                    raise ValueError(f"{parts[0]!r} and {t!r} have different {k}: they are resampled together, give them the same {k}.")
+                    raise ValueError(f"{parts[0]!r} and {t!r} have different {k}: they are resampled together, "
+                                     f"give them the same {k}.")
         self.tfms = resizers + [t for t in parts if not t.resizes]   # the crop first: it decides which pixels the others see
         self.order = self.tfms[0].order
 
@@ -371,11 +391,13 @@ _RGB_TO_YIQ = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.2
 _YIQ_TO_RGB = torch.linalg.inv(_RGB_TO_YIQ)
 
 class LightingTransform(Transform):
-    "Base of the batch transforms that change pixel values: 'logit' ones map log(x / (1 - x)) -> a l + b, 'rgb' ones are a colour matrix."
+    """Base of the batch transforms that change pixel values: 'logit' ones map log(x / (1 - x)) -> a l + b,
+    'rgb' ones are a colour matrix."""
     order, space, identity = 40, 'logit', 0.
 
     def __init__(self, max_lighting=0.2, p=0.75, batch=False):
-        if not 0 <= max_lighting < 1: raise ValueError(f"{type(self).__name__}: max_lighting={max_lighting} must be in [0, 1).")
+        if not 0 <= max_lighting < 1: raise ValueError(f"{type(self).__name__}: "
+                                                       f"max_lighting={max_lighting} must be in [0, 1).")
         if not 0 <= p <= 1: raise ValueError(f"{type(self).__name__}: p={p} must be a probability in [0, 1].")
         self.max_lighting, self.p, self.batch = max_lighting, p, batch
 
@@ -390,7 +412,8 @@ class LightingTransform(Transform):
     def get_config(self): return {'max_lighting': self.max_lighting, 'p': self.p, 'batch': self.batch}
 
 class Brightness(LightingTransform):
-    "Add logit(b) to logit(x), with b uniform in [0.5 (1 - max_lighting), 0.5 (1 + max_lighting)] (0.5 changes nothing)."
+    """Add logit(b) to logit(x), with b uniform in [0.5 (1 - max_lighting), 0.5 (1 + max_lighting)]
+    (0.5 changes nothing)."""
     def sample(self, n, g): return torch.logit(_uniform(n, g, 0.5 * (1 - self.max_lighting), 0.5 * (1 + self.max_lighting), self.batch))
     def logit_affine(self, v): return torch.ones_like(v), v
 
@@ -401,7 +424,8 @@ class Contrast(LightingTransform):
     def logit_affine(self, v): return v, torch.zeros_like(v)
 
 class Saturation(LightingTransform):
-    "Move each pixel away from (s > 1) or towards (s < 1) its grey level, s log-uniform in [1 - max_lighting, 1 / (1 - max_lighting)]."
+    """Move each pixel away from (s > 1) or towards (s < 1) its grey level,
+    s log-uniform in [1 - max_lighting, 1 / (1 - max_lighting)]."""
     order, space, identity = 41, 'rgb', 1.
     def sample(self, n, g): return _log_uniform(n, g, 1 - self.max_lighting, 1 / (1 - self.max_lighting), self.batch)
     def colour_matrix(self, v):
@@ -410,10 +434,12 @@ class Saturation(LightingTransform):
         return s * torch.eye(3, device=v.device) + (1 - s) * grey
 
 class Hue(LightingTransform):
-    "Turn the colours around the grey axis by a uniform fraction of a full turn in [-max_hue, max_hue]; greys stay grey."
+    """Turn the colours around the grey axis by a uniform fraction of a full turn in [-max_hue, max_hue];
+    greys stay grey."""
     order, space = 41, 'rgb'
     def __init__(self, max_hue=0.1, p=0.75, batch=False):
-        if not 0 <= max_hue <= 0.5: raise ValueError(f"Hue: max_hue={max_hue} must be in [0, 0.5] (a fraction of a full turn).")
+        if not 0 <= max_hue <= 0.5: raise ValueError(f"Hue: max_hue={max_hue} must be in [0, 0.5] "
+                                                     "(a fraction of a full turn).")
         if not 0 <= p <= 1: raise ValueError(f"Hue: p={p} must be a probability in [0, 1].")
         self.max_hue, self.p, self.batch = max_hue, p, batch
     def sample(self, n, g): return _uniform(n, g, -self.max_hue, self.max_hue, self.batch)
@@ -458,7 +484,8 @@ class FusedLighting(Transform):
         if scale is not None:   # one new tensor, then in place: the caller's batch is left alone
             x = torch.logit(x, eps=self.eps).mul_(scale.view(-1, 1, 1, 1)).add_(shift.view(-1, 1, 1, 1)).sigmoid_()
         if colour is not None:
-            if x.shape[1] != 3: raise ValueError(f"Saturation and Hue need RGB batches (N, 3, H, W); this one has {x.shape[1]} channels.")
+            if x.shape[1] != 3: raise ValueError("Saturation and Hue need RGB batches (N, 3, H, W); "
+                                                 f"this one has {x.shape[1]} channels.")
             channels_last = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
             x = torch.einsum('nij,njhw->nihw', colour.to(x.dtype), x).clamp_(0, 1)
             if channels_last: x = x.contiguous(memory_format=torch.channels_last)
@@ -471,7 +498,8 @@ class FusedLighting(Transform):
 def aug_transforms(mult=1., do_flip=True, flip_vert=False, max_rotate=10., min_zoom=1., max_zoom=1.1, max_lighting=0.2,
                    max_warp=0.2, p_affine=0.75, p_lighting=0.75, xtra_tfms=None, size=None, mode='bilinear',
                    pad_mode='reflection', align_corners=True, batch=False, min_scale=1., channels_last=False):
-    "fastbook's batch augmentation: crop to `size`, flip, warp, rotate and zoom in one resampling, then brightness and contrast."
+    """fastbook's batch augmentation: crop to `size`, flip, warp, rotate and zoom in one resampling,
+    then brightness and contrast."""
     common = dict(batch=batch, mode=mode, pad_mode=pad_mode, align_corners=align_corners, channels_last=channels_last)
     max_rotate, max_lighting, max_warp = max_rotate * mult, max_lighting * mult, max_warp * mult
     tfms = []

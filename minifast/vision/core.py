@@ -39,7 +39,8 @@ def _over_limit(size) -> bool:
     return Image.MAX_IMAGE_PIXELS is not None and size[0] * size[1] > 2 * Image.MAX_IMAGE_PIXELS
 
 def _drafted_jpeg(fn, size):
-    "The JPEG `fn` opened without PIL's open-time size check, set to decode at the reduced scale `size` allows; None if not a JPEG."
+    """The JPEG `fn` opened without PIL's open-time size check, set to decode at the reduced scale `size` allows;
+    None if not a JPEG."""
     from PIL.JpegImagePlugin import JpegImageFile
     try: img = JpegImageFile(fn)
     except (SyntaxError, OSError): return None
@@ -47,7 +48,8 @@ def _drafted_jpeg(fn, size):
     return img
 
 def _open(fn, draft_size):
-    "`Image.open(fn)`; a JPEG over PIL's pixel limit is opened anyway when `draft_size` makes it decode within the limit."
+    """`Image.open(fn)`; a JPEG over PIL's pixel limit is opened anyway when `draft_size` makes it decode
+    within the limit."""
     try: return Image.open(fn)
     except Image.DecompressionBombError:
         img = _drafted_jpeg(fn, draft_size) if draft_size is not None else None
@@ -56,7 +58,8 @@ def _open(fn, draft_size):
         return img
 
 def _declared(fn):
-    "The format and (w, h) that the header of `fn` declares, read without PIL's size check (for messages); None if unknown."
+    """The format and (w, h) that the header of `fn` declares, read without PIL's size check (for messages);
+    None if unknown."""
     fmt = Image.registered_extensions().get(fn.suffix.lower())
     if fmt not in Image.OPEN: return None
     try:
@@ -83,14 +86,15 @@ def load_image(fn, draft_size=None) -> Image.Image:
     fn = Path(fn)
     if draft_size is not None: draft_size = (draft_size, draft_size) if isinstance(draft_size, int) else tuple(draft_size)
     try:
-        if fn.stat().st_size == 0: raise ImageReadError(f"the file is empty (0 bytes)")
+        if fn.stat().st_size == 0: raise ImageReadError("the file is empty (0 bytes)")
         with _open(fn, draft_size) as img:
             if draft_size is not None and img.format in ('JPEG', 'MPO'): img.draft('RGB', draft_size)   # MPO: a phone camera's JPEG
             img.load()
             img = ImageOps.exif_transpose(img)
             return _to_rgb(img)
     except FileNotFoundError:
-        raise FileNotFoundError(f"Image file not found: {fn}. Was it moved or deleted after the list of files was made?") from None
+        raise FileNotFoundError(f"Image file not found: {fn}. Was it moved or deleted after the list of "
+                                "files was made?") from None
     except Image.DecompressionBombError as e:
         raise ImageReadError(_too_big_message(fn, e, draft_size)) from e
     except (ImageReadError, UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
@@ -151,7 +155,8 @@ class IntToFloatTensor(Transform):
     def get_config(self): return {'div': self.div}
 
     def fuse(self, other):
-        "When the next transform reads uint8 itself (the fused batch geometry), leave the conversion to it: it then happens once, at the output size."
+        """When the next transform reads uint8 itself (the fused batch geometry), leave the conversion to it:
+        it then happens once, at the output size."""
         return other if getattr(other, 'reads_uint8', False) and self.div == 255. else None
 
 imagenet_stats = ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])

@@ -90,12 +90,14 @@ class Arch:
         if callable(cut):
             body = cut(model)
             if not isinstance(body, nn.Module):
-                raise TypeError(f"cut={cut!r} returned a {type(body).__name__}; it must return the body as an nn.Module.")
+                raise TypeError(f"cut={cut!r} returned a {type(body).__name__}; "
+                                "it must return the body as an nn.Module.")
             return body
         body = self.family.body(model)
         if cut is None: return body
         if isinstance(cut, bool) or not isinstance(cut, int):
-            raise TypeError(f"cut={cut!r}: pass an int (how many stages of the body to keep) or a function of the model.")
+            raise TypeError(f"cut={cut!r}: pass an int (how many stages of the body to keep) or a "
+                            "function of the model.")
         n = len(body)
         if not (1 <= cut <= n or -n < cut <= -1):
             raise ValueError(f"cut={cut}: the body of {self.name} has {n} stages ({', '.join(body._modules)}); "
@@ -144,7 +146,8 @@ class SigmoidRange(nn.Module):
     def forward(self, x): return torch.sigmoid(x) * (self.high - self.low) + self.low
 
 def create_head(nf, n_out, lin_ftrs=None, ps=0.5, concat_pool=True, first_bn=True, bn_final=False, y_range=None):
-    "The classifier head for a body with `nf` output channels: pool, flatten, [BatchNorm, dropout, linear, ReLU] ..., linear."
+    """The classifier head for a body with `nf` output channels: pool, flatten,
+    [BatchNorm, dropout, linear, ReLU] ..., linear."""
     if concat_pool: nf *= 2
     sizes = [nf] + (list(lin_ftrs) if lin_ftrs is not None else [512]) + [n_out]
     ps = list(ps) if isinstance(ps, (list, tuple)) else [ps / 2] * (len(sizes) - 2) + [ps]
@@ -189,7 +192,8 @@ def vision_splitter(model, split_at):
     return [list(body[:split_at].parameters()), list(body[split_at:].parameters()), list(head.parameters())]
 
 def _default_splitter(body, split_at):
-    "`vision_splitter` at the arch's `split_at`, or half-way down a body cut shorter than that; body and head for a body that is not a sequence of stages."
+    """`vision_splitter` at the arch's `split_at`, or half-way down a body cut shorter than that;
+    body and head for a body that is not a sequence of stages."""
     if not isinstance(body, nn.Sequential) or len(body) < 2:
         return lambda m: [list(m[0].parameters()), list(m[1].parameters())]
     if len(body) <= split_at: split_at = len(body) // 2
