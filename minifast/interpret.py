@@ -72,7 +72,8 @@ class Interpretation:
                                                                "items instead.")
         _, idxs = self.top_losses(min(k, len(self)), largest=largest)
         idxs = idxs.tolist()
-        samples = self.dl.decode_batch(self.dl.make_batch(idxs), max_n=len(idxs))  # validation pipelines: no augmentation
+        # validation pipelines: no augmentation
+        samples = self.dl.decode_batch(self.dl.make_batch(idxs), max_n=len(idxs))
         return show(samples, kinds, nrows=nrows, titles=[self._title(i) for i in idxs], figsize=figsize)
 
     def __repr__(self): return f"{type(self).__name__}({len(self)} items)"
@@ -158,7 +159,8 @@ class ClassificationInterpretation(Interpretation):
         macro and weighted averages."""
         cm = self.confusion_matrix().double()
         tp, n_pred, support = cm.diagonal(), cm.sum(0), cm.sum(1)
-        div = lambda a, b: torch.where(b > 0, a / torch.where(b > 0, b, 1.), 0.)  # undefined counts as 0, as in scikit-learn
+        # undefined counts as 0, as in scikit-learn
+        div = lambda a, b: torch.where(b > 0, a / torch.where(b > 0, b, 1.), 0.)
         precision, recall = div(tp, n_pred), div(tp, support)
         f1 = div(2 * precision * recall, precision + recall)
         n = support.sum()

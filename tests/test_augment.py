@@ -89,7 +89,8 @@ def test_rotate_zoom_warp_match_torchvision():
                                atol=1e-4, rtol=0)
     mx, my, h, w = 0.15, -0.1, 20, 31
     corners = [(-1, -1), (1, -1), (1, 1), (-1, 1)]
-    to_px = lambda px, py: [(px + 1) / 2 * (w - 1) + 0.5, (py + 1) / 2 * (h - 1) + 0.5]   # torchvision: centres at i + 0.5
+    # torchvision: centres at i + 0.5
+    to_px = lambda px, py: [(px + 1) / 2 * (w - 1) + 0.5, (py + 1) / 2 * (h - 1) + 0.5]
     start = [to_px(cx * (1 + mx * cy), cy * (1 + my * cx)) for cx, cy in corners]
     end = [to_px(cx, cy) for cx, cy in corners]
     ours = warp_batch(x, perspective_mat(T(mx), T(my)), pad_mode='zeros')
@@ -139,7 +140,8 @@ def test_uint8_batch_on_the_cpu_is_sampled_a_few_images_at_a_time_with_the_same_
             assert [n for n, *_ in count_grid_sample] == [threads] * (7 // threads) + [7 % threads] * (7 % threads > 0)
             ref = F.grid_sample(x.float(), ab._grid(mats, (20, 16), True), mode=mode, padding_mode=pad, align_corners=True) * (1 / 255)
             assert out.dtype == torch.float32 and out.is_contiguous() and torch.equal(out, ref), (mode, pad)
-            cl = warp_batch(x, mats, size=(20, 16), mode=mode, pad_mode=pad, channels_last=True)   # written in that order directly
+            # written in that order directly
+            cl = warp_batch(x, mats, size=(20, 16), mode=mode, pad_mode=pad, channels_last=True)
             assert cl.is_contiguous(memory_format=torch.channels_last) and torch.equal(cl, ref)
     finally: torch.set_num_threads(before)
 
@@ -150,7 +152,8 @@ def test_samples_get_different_crops():
     out = crop(ramp, split_idx=0, generator=gen(0))
     assert all((out[i] - out[j]).abs().max() > 1e-3 for i in range(8) for j in range(i))
     mats = RandomResizedCropGPU(16, min_scale=0.3, ratio=(1, 1)).draw_mats(200, (48, 40), (16, 16), gen(1))
-    width, height = mats[:, 0, 0] * 39 + 1, mats[:, 1, 1] * 47 + 1   # align_corners: the scale is (width - 1) / (40 - 1)
+    # align_corners: the scale is (width - 1) / (40 - 1)
+    width, height = mats[:, 0, 0] * 39 + 1, mats[:, 1, 1] * 47 + 1
     area = width * height / (40 * 40)                                  # of the largest square window
     assert 0.3 - 0.05 < area.min() < 0.4 and area.max() > 0.9 and area.max() <= 1 + 1e-5
     same = RandomResizedCropGPU(16, min_scale=0.3, batch=True)(ramp, split_idx=0, generator=gen(0))
@@ -162,7 +165,8 @@ def test_prefilter_stops_aliasing():
     naive = warp_batch(board, rotate_mat(T(5, 10), (240, 240)), size=30, min_stride=None)
     smooth = warp_batch(board, rotate_mat(T(5, 10), (240, 240)), size=30)
     assert naive.std() > 0.1 and smooth.std() < 0.02 and (smooth.mean() - 0.5).abs() < 0.02
-    out = RandomResizedCropGPU(30, min_scale=0.8)(board, split_idx=0, generator=gen(0))   # via the transforms' stride bound
+    # via the transforms' stride bound
+    out = RandomResizedCropGPU(30, min_scale=0.8)(board, split_idx=0, generator=gen(0))
     assert out.std() < 0.05
 
 
@@ -184,7 +188,8 @@ def test_plain_resize_of_uint8_on_the_cpu(count_grid_sample):
     assert sampled(count_grid_sample) == {(3, 24, 24): 4}
     Pipeline(aug_transforms(size=24, min_scale=0.5))(x[..., :36], split_idx=1)   # not square: a real crop, sampled
     assert sampled(count_grid_sample) == {(3, 24, 24): 8}
-    turned = rotate_mat(T(10, -20, 30, 5), (40, 40))   # a stride of 5 again, but not a plain resize: prefilter, then sample
+    # a stride of 5 again, but not a plain resize: prefilter, then sample
+    turned = rotate_mat(T(10, -20, 30, 5), (40, 40))
     torch.testing.assert_close(warp_batch(x, turned, size=8), warp_batch(x.float() / 255, turned, size=8), atol=1.01 / 255, rtol=0)
 
 
@@ -436,7 +441,8 @@ def test_errors_name_the_culprit():
     with pytest.raises(ValueError, match='Two transforms set the output '
                                          'size'): Pipeline([RandomResizedCropGPU(16), BatchResize(8)])
     with pytest.raises(ValueError, match='different mode'): Pipeline([Rotate(), Zoom(mode='nearest')])
-    with pytest.raises(ValueError, match=r'expected \(2, 3, 3\)'): warp_batch(torch.rand(2, 3, 4, 4), torch.eye(3)[None])
+    with pytest.raises(ValueError, match=r'expected \(2, 3, 3\)'):
+        warp_batch(torch.rand(2, 3, 4, 4), torch.eye(3)[None])
     with pytest.raises(ValueError, match="Unknown transform 'Blur'"): FusedGeometry([{'name': 'Blur', 'config': {}}])
 
 

@@ -178,7 +178,9 @@ def test_function_cut_learner_has_body_and_head_groups_and_needs_pickle_to_expor
 
 
 # ---- channels-last ------------------------------------------------------------------------------------
-def _conv_weights(model): return [p for p in model.parameters() if p.ndim == 4 and p.shape[2] * p.shape[3] > 1 and p.shape[1] > 1]  # a 1x1 or depthwise kernel is both layouts
+def _conv_weights(model):
+    # a 1x1 or depthwise kernel is both layouts
+    return [p for p in model.parameters() if p.ndim == 4 and p.shape[2] * p.shape[3] > 1 and p.shape[1] > 1]
 
 
 def test_vision_learner_stores_conv_weights_channels_last_by_default(dls):

@@ -198,7 +198,8 @@ def _collate(samples):
     """`default_collate(samples)`; in the main process, tensors that stack plainly are stacked by numpy,
     not torch's threads."""
     if torch.utils.data.get_worker_info() is not None or not samples or type(samples[0]) is not tuple:
-        return torch.utils.data.default_collate(samples)   # a worker: one torch thread, and the batch goes to shared memory
+        # a worker: one torch thread, and the batch goes to shared memory
+        return torch.utils.data.default_collate(samples)
     n = len(samples[0])
     if any(type(s) is not tuple or len(s) != n for s in samples): return torch.utils.data.default_collate(samples)
     return [_numpy_stack(col) if isinstance(col[0], torch.Tensor) and _numpy_stackable(col)

@@ -90,7 +90,8 @@ class FuncSplitter:
 class GrandparentSplitter:
     """Split by the name of the grandparent folder: `path/train/cat/x.jpg` goes to training,
     `path/valid/...` to validation."""
-    def __init__(self, train_name='train', valid_name='valid'): self.train_name, self.valid_name = train_name, valid_name
+    def __init__(self, train_name='train', valid_name='valid'):
+        self.train_name, self.valid_name = train_name, valid_name
     def __call__(self, items):
         names = [Path(o).parent.parent.name for o in items]
         train, valid = L(i for i, n in enumerate(names) if n == self.train_name), L(i for i, n in enumerate(names) if n == self.valid_name)
@@ -273,7 +274,8 @@ class CategoryMap:
     def __getitem__(self, i): return self.items[i]
     def __iter__(self): return iter(self.items)
     def __eq__(self, other): return list(self) == list(other)
-    def __repr__(self): return f"CategoryMap({self.items!r})" if len(self) <= 10 else f"CategoryMap({len(self)} classes: {self.items[:10]!r} ...)"
+    def __repr__(self):
+        return f"CategoryMap({self.items!r})" if len(self) <= 10 else f"CategoryMap({len(self)} classes: {self.items[:10]!r} ...)"
 
 def _known(vocab, label):
     try: return label in vocab.o2i
@@ -320,5 +322,6 @@ class MultiCategorize(Transform):
         for l in labels: out[self.vocab.index(l)] = 1.
         return out
 
-    def decodes(self, one_hot): return [self.vocab[i] for i in torch.nonzero(torch.as_tensor(one_hot) > 0.5).flatten().tolist()]
+    def decodes(self, one_hot):
+        return [self.vocab[i] for i in torch.nonzero(torch.as_tensor(one_hot) > 0.5).flatten().tolist()]
     def get_config(self): return {'vocab': None if self.vocab is None else list(self.vocab)}

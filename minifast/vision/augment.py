@@ -48,7 +48,8 @@ class Resize(Transform):
         th, tw = self.size
         w, h = img.size
         if self.method == 'squish': return img.resize((tw, th), self.resample)
-        if self.method == 'crop': return img.resize((tw, th), self.resample, box=self.crop_box(w, h, split_idx, generator))
+        if self.method == 'crop':
+            return img.resize((tw, th), self.resample, box=self.crop_box(w, h, split_idx, generator))
         scale = min(tw / w, th / h)
         nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
         a = np.asarray(img.resize((nw, nh), self.resample))
@@ -94,11 +95,12 @@ class RandomResizedCrop(Transform):
         th, tw = self.size
         return img.resize((tw, th), self.resample, box=self.crop_box(*img.size, split_idx, generator))
 
-    def get_config(self): return {'size': list(self.size), 'min_scale': self.min_scale, 'ratio': list(self.ratio), 'val_xtra': self.val_xtra}
+    def get_config(self):
+        return {'size': list(self.size), 'min_scale': self.min_scale, 'ratio': list(self.ratio), 'val_xtra': self.val_xtra}
 
 # %% ../../nbs/07_vision.augment.ipynb #0074bac9
-from .augment_batch import (aug_transforms, Flip, Dihedral, Rotate, Zoom, Warp,  # noqa: F401  (re-exported)
-                                           RandomResizedCropGPU, BatchResize)
+from .augment_batch import (aug_transforms, Flip, Dihedral, Rotate, Zoom, Warp,  # noqa: F401
+                                           RandomResizedCropGPU, BatchResize)  # re-exported
 from .augment_batch import Brightness, Contrast, Saturation, Hue, warp_batch  # noqa: F401  (re-exported)
 
 _all_ = ['aug_transforms', 'Flip', 'Dihedral', 'Rotate', 'Zoom', 'Warp', 'RandomResizedCropGPU', 'BatchResize',

@@ -108,8 +108,11 @@ def _grid(mats, out_hw, align_corners):
     m = mats[..., None, None]   # (N, 3, 3, 1, 1) broadcasts against xs (1, 1, W) and ys (1, H, 1)
     grid = torch.empty(len(mats), oh, ow, 2, device=dev)
     for r in range(2): torch.add(m[:, r, 0] * xs + m[:, r, 2], m[:, r, 1] * ys, out=grid[..., r])
-    affine = mats.device.type == 'cpu' and bool((mats[:, 2] == torch.tensor([0., 0, 1])).all())   # on a GPU, asking would wait for it
-    if not affine: grid.div_((m[:, 2, 0] * xs + m[:, 2, 2] + m[:, 2, 1] * ys)[..., None])   # perspective: divide by the 3rd coordinate
+    # on a GPU, asking would wait for it
+    affine = mats.device.type == 'cpu' and bool((mats[:, 2] == torch.tensor([0., 0, 1])).all())
+    if not affine:
+        # perspective: divide by the 3rd coordinate
+        grid.div_((m[:, 2, 0] * xs + m[:, 2, 2] + m[:, 2, 1] * ys)[..., None])
     return grid
 
 def mats_stride(mats, in_hw, out_hw, align_corners=True):
@@ -128,8 +131,10 @@ def _prefilter(x, mats, min_stride, max_stride, align_corners):
     f = min_stride / max_stride
     nh, nw = max(2, round(h / f)), max(2, round(w / f))
     if not torch.is_floating_point(x) and not (x.dtype == torch.uint8 and x.device.type == 'cpu'): x = x.float()
-    x = F.interpolate(x, size=(nh, nw), mode='bilinear', align_corners=False, antialias=True)   # uint8 on the CPU: torch's fast uint8 resize
-    if align_corners:  # same content edge to edge, but the corner pixel centres moved: rescale to keep reading the same spots
+    # uint8 on the CPU: torch's fast uint8 resize
+    x = F.interpolate(x, size=(nh, nw), mode='bilinear', align_corners=False, antialias=True)
+    # same content edge to edge, but the corner pixel centres moved: rescale to keep reading the same spots
+    if align_corners:
         fix = torch.tensor([(w - 1) / w * nw / (nw - 1), (h - 1) / h * nh / (nh - 1), 1.], device=mats.device)
         mats = torch.diag(fix) @ mats
     return x, mats
@@ -139,7 +144,8 @@ def _sample_uint8_cpu(x, mats, out_hw, mode, pad_mode, align_corners, channels_l
     converted and sampled while in the cache."""
     n, k = len(x), max(1, torch.get_num_threads())
     out = torch.empty((n, x.shape[1], *out_hw), dtype=torch.float32, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
-    buf = torch.empty((min(k, n), *x.shape[1:]), dtype=torch.float32)   # reused: a fresh float copy of the whole batch costs more than the sampling
+    # reused: a fresh float copy of the whole batch costs more than the sampling
+    buf = torch.empty((min(k, n), *x.shape[1:]), dtype=torch.float32)
     for i in range(0, n, k):
         j = min(i + k, n)
         b = buf[:j - i].copy_(x[i:j])
@@ -165,8 +171,10 @@ def warp_batch(x, mats, size=None, mode='bilinear', pad_mode='reflection', align
         out = F.interpolate(x, size=out_hw, mode='bilinear', align_corners=align_corners,
                             antialias=min_stride is not None and min_stride > max_stride).float().mul_(1 / 255)
         return out.contiguous(memory_format=torch.channels_last) if channels_last else out
-    x, mats = _prefilter(x, mats, min_stride, max_stride, align_corners)   # before the conversion: fewer pixels to convert
-    if is_int and x.device.type == 'cpu': out = _sample_uint8_cpu(x, mats, out_hw, mode, pad_mode, align_corners, channels_last)
+    # before the conversion: fewer pixels to convert
+    x, mats = _prefilter(x, mats, min_stride, max_stride, align_corners)
+    if is_int and x.device.type == 'cpu':
+        out = _sample_uint8_cpu(x, mats, out_hw, mode, pad_mode, align_corners, channels_last)
     else:
         if is_int: x = x.float()
         grid = _grid(mats, out_hw, align_corners).to(x.dtype)
@@ -186,7 +194,8 @@ def _uniform(n, generator, lo=0., hi=1., batch=False):
     u = torch.rand(1 if batch else n, generator=generator, device=generator.device)
     return (lo + (hi - lo) * u).expand(n)
 
-def _log_uniform(n, generator, lo, hi, batch=False): return _uniform(n, generator, math.log(lo), math.log(hi), batch).exp()
+def _log_uniform(n, generator, lo, hi, batch=False):
+    return _uniform(n, generator, math.log(lo), math.log(hi), batch).exp()
 
 def _chosen(n, generator, p, batch=False):
     "(n,) booleans, each true with probability `p`: the samples that get the transform."
@@ -221,8 +230,10 @@ class GeometricTransform(Transform):
         decides the prefilter."""
         return 1.
 
-    def fuse(self, other): return FusedGeometry([self, other]) if isinstance(other, (GeometricTransform, FusedGeometry)) else None
-    def __call__(self, x, split_idx=None, generator=None): return FusedGeometry([self])(x, split_idx=split_idx, generator=generator)
+    def fuse(self, other):
+        return FusedGeometry([self, other]) if isinstance(other, (GeometricTransform, FusedGeometry)) else None
+    def __call__(self, x, split_idx=None, generator=None):
+        return FusedGeometry([self])(x, split_idx=split_idx, generator=generator)
     def get_config(self): return {'p': self.p, 'batch': self.batch, **{k: getattr(self, k) for k in _SAMPLING}}
 
 class Flip(GeometricTransform):
@@ -296,7 +307,8 @@ class RandomResizedCropGPU(GeometricTransform):
         h, w = in_hw
         area = _uniform(n, generator, self.min_scale, 1., self.batch)
         aspect = _log_uniform(n, generator, *self.ratio, batch=self.batch) * (out_hw[1] / out_hw[0])
-        fit_w = torch.where(aspect >= w / h, torch.full_like(aspect, w), h * aspect)   # the largest window of that aspect
+        # the largest window of that aspect
+        fit_w = torch.where(aspect >= w / h, torch.full_like(aspect, w), h * aspect)
         cw, ch = fit_w * area.sqrt(), fit_w / aspect * area.sqrt()
         vw, vh = _largest_window(in_hw, out_hw[1] / out_hw[0])
         chosen = _chosen(n, generator, self.p, self.batch)
@@ -355,10 +367,12 @@ class FusedGeometry(Transform):
                 if getattr(t, k) != getattr(parts[0], k):
                     raise ValueError(f"{parts[0]!r} and {t!r} have different {k}: they are resampled together, "
                                      f"give them the same {k}.")
-        self.tfms = resizers + [t for t in parts if not t.resizes]   # the crop first: it decides which pixels the others see
+        # the crop first: it decides which pixels the others see
+        self.tfms = resizers + [t for t in parts if not t.resizes]
         self.order = self.tfms[0].order
 
-    def fuse(self, other): return FusedGeometry([self, other]) if isinstance(other, (GeometricTransform, FusedGeometry)) else None
+    def fuse(self, other):
+        return FusedGeometry([self, other]) if isinstance(other, (GeometricTransform, FusedGeometry)) else None
 
     def __call__(self, x, split_idx=None, generator=None):
         single = x.ndim == 3
@@ -407,14 +421,17 @@ class LightingTransform(Transform):
         v = self.sample(n, generator)
         return torch.where(_chosen(n, generator, self.p, self.batch), v, self.identity)
 
-    def fuse(self, other): return FusedLighting([self, other]) if isinstance(other, (LightingTransform, FusedLighting)) else None
-    def __call__(self, x, split_idx=None, generator=None): return FusedLighting([self])(x, split_idx=split_idx, generator=generator)
+    def fuse(self, other):
+        return FusedLighting([self, other]) if isinstance(other, (LightingTransform, FusedLighting)) else None
+    def __call__(self, x, split_idx=None, generator=None):
+        return FusedLighting([self])(x, split_idx=split_idx, generator=generator)
     def get_config(self): return {'max_lighting': self.max_lighting, 'p': self.p, 'batch': self.batch}
 
 class Brightness(LightingTransform):
     """Add logit(b) to logit(x), with b uniform in [0.5 (1 - max_lighting), 0.5 (1 + max_lighting)]
     (0.5 changes nothing)."""
-    def sample(self, n, g): return torch.logit(_uniform(n, g, 0.5 * (1 - self.max_lighting), 0.5 * (1 + self.max_lighting), self.batch))
+    def sample(self, n, g):
+        return torch.logit(_uniform(n, g, 0.5 * (1 - self.max_lighting), 0.5 * (1 + self.max_lighting), self.batch))
     def logit_affine(self, v): return torch.ones_like(v), v
 
 class Contrast(LightingTransform):
@@ -459,7 +476,8 @@ class FusedLighting(Transform):
         self.tfms = [t for t in parts if t.space == 'logit'] + [t for t in parts if t.space == 'rgb']
         self.order = self.tfms[0].order
 
-    def fuse(self, other): return FusedLighting([self, other]) if isinstance(other, (LightingTransform, FusedLighting)) else None
+    def fuse(self, other):
+        return FusedLighting([self, other]) if isinstance(other, (LightingTransform, FusedLighting)) else None
 
     def __call__(self, x, split_idx=None, generator=None):
         x = x if torch.is_floating_point(x) else x.float().div_(255)
@@ -503,10 +521,12 @@ def aug_transforms(mult=1., do_flip=True, flip_vert=False, max_rotate=10., min_z
     common = dict(batch=batch, mode=mode, pad_mode=pad_mode, align_corners=align_corners, channels_last=channels_last)
     max_rotate, max_lighting, max_warp = max_rotate * mult, max_lighting * mult, max_warp * mult
     tfms = []
-    if size is not None or min_scale != 1: tfms.append(RandomResizedCropGPU(size, min_scale=min_scale, ratio=(1., 1.), **common))
+    if size is not None or min_scale != 1:
+        tfms.append(RandomResizedCropGPU(size, min_scale=min_scale, ratio=(1., 1.), **common))
     if do_flip: tfms.append(Dihedral(p=0.5, **common) if flip_vert else Flip(p=0.5, **common))
     if max_warp: tfms.append(Warp(magnitude=max_warp, p=p_affine, **common))
     if max_rotate: tfms.append(Rotate(max_deg=max_rotate, p=p_affine, **common))
     if min_zoom < 1 or max_zoom > 1: tfms.append(Zoom(min_zoom=min_zoom, max_zoom=max_zoom, p=p_affine, **common))
-    if max_lighting: tfms += [Brightness(max_lighting, p=p_lighting, batch=batch), Contrast(max_lighting, p=p_lighting, batch=batch)]
+    if max_lighting:
+        tfms += [Brightness(max_lighting, p=p_lighting, batch=batch), Contrast(max_lighting, p=p_lighting, batch=batch)]
     return tfms + list(xtra_tfms or [])

@@ -84,11 +84,13 @@ def _too_big_message(fn, e, draft_size) -> str:
 def load_image(fn, draft_size=None) -> Image.Image:
     "Read the image file `fn` as an upright RGB PIL image; JPEGs are decoded at reduced scale when `draft_size` allows."
     fn = Path(fn)
-    if draft_size is not None: draft_size = (draft_size, draft_size) if isinstance(draft_size, int) else tuple(draft_size)
+    if draft_size is not None:
+        draft_size = (draft_size, draft_size) if isinstance(draft_size, int) else tuple(draft_size)
     try:
         if fn.stat().st_size == 0: raise ImageReadError("the file is empty (0 bytes)")
         with _open(fn, draft_size) as img:
-            if draft_size is not None and img.format in ('JPEG', 'MPO'): img.draft('RGB', draft_size)   # MPO: a phone camera's JPEG
+            if draft_size is not None and img.format in ('JPEG', 'MPO'):
+                img.draft('RGB', draft_size)   # MPO: a phone camera's JPEG
             img.load()
             img = ImageOps.exif_transpose(img)
             return _to_rgb(img)
@@ -117,7 +119,8 @@ class PILImage(Image.Image):
 
     @property
     def shape(self): return self.size[1], self.size[0]
-    def show(self, ax=None, figsize=None, title=None, **kwargs): return show_image(self, ax=ax, figsize=figsize, title=title, **kwargs)
+    def show(self, ax=None, figsize=None, title=None, **kwargs):
+        return show_image(self, ax=ax, figsize=figsize, title=title, **kwargs)
     def to_thumb(self, h, w=None):
         "A copy that fits in `h` x `w` (or `h` x `h`), keeping the aspect ratio."
         img = self.copy(); img.thumbnail((w or h, h))
@@ -125,7 +128,8 @@ class PILImage(Image.Image):
 
 class TensorImage(torch.Tensor):
     "A CHW image tensor (uint8, or float in [0, 1]) that knows how to show itself."
-    def show(self, ax=None, figsize=None, title=None, **kwargs): return show_image(self, ax=ax, figsize=figsize, title=title, **kwargs)
+    def show(self, ax=None, figsize=None, title=None, **kwargs):
+        return show_image(self, ax=ax, figsize=figsize, title=title, **kwargs)
 
 def _hwc_uint8(im) -> np.ndarray:
     "Any image (PIL, CHW or HWC tensor or array, uint8 or float in [0, 1]) as an HWC uint8 array."
@@ -151,7 +155,8 @@ class IntToFloatTensor(Transform):
     order = 10
     def __init__(self, div=255.): self.div = div
     def encodes(self, x): return x.float().div_(self.div) if not torch.is_floating_point(x) else x
-    def decodes(self, x): return (x * self.div).round_().clamp_(0, 255).to(torch.uint8) if torch.is_floating_point(x) else x
+    def decodes(self, x):
+        return (x * self.div).round_().clamp_(0, 255).to(torch.uint8) if torch.is_floating_point(x) else x
     def get_config(self): return {'div': self.div}
 
     def fuse(self, other):
@@ -230,7 +235,8 @@ def show_samples(samples, kinds=None, nrows=None, ncols=None, figsize=None, titl
     samples = list(samples)
     kinds = kinds or ['image'] + ['label'] * (len(samples[0]) - 1)
     ims = [next(o for o, k in zip(s, kinds) if k == 'image') for s in samples]
-    if titles is None: titles = [' / '.join(_label_text(o) for o, k in zip(s, kinds) if k != 'image') or None for s in samples]
+    if titles is None:
+        titles = [' / '.join(_label_text(o) for o, k in zip(s, kinds) if k != 'image') or None for s in samples]
     return show_images(ims, nrows=nrows, ncols=ncols, titles=titles, figsize=figsize, **kwargs)
 
 register_show('image', show_samples)   # how `show_batch` and `plot_top_losses` draw images: the data layer looks it up

@@ -19,7 +19,8 @@ class LoadImage(Transform):
     "The type transform of `ImageBlock`: a file name (or PIL image, array, bytes) -> an upright RGB `PILImage`."
     def __init__(self, draft_size=None): self.draft_size = draft_size  # set by DataBlock from the item transforms
     def encodes(self, fn): return PILImage.create(fn, draft_size=self.draft_size)
-    def __repr__(self): return f"PILImage.create(draft_size={self.draft_size})" if self.draft_size else "PILImage.create"
+    def __repr__(self):
+        return f"PILImage.create(draft_size={self.draft_size})" if self.draft_size else "PILImage.create"
 
 def ImageBlock(cls=PILImage):
     """An image element: read as RGB, `uint8` tensor per item, float per batch on the device.
