@@ -172,8 +172,9 @@ class ClassificationInterpretation(Interpretation):
         return rows
 
     def classification_report(self, output_dict=False):
-        """Precision, recall, F1 and support per class, then accuracy and the macro and weighted averages: a pandas
-        DataFrame, or with `output_dict` scikit-learn's dict (`{'cat': {'precision': ...}, ..., 'accuracy': 0.9, ...}`), which needs no pandas."""
+        """Precision, recall, F1 and support per class, then accuracy and the macro and weighted averages: a
+        pandas DataFrame, or with `output_dict` scikit-learn's dict (`{'cat': {'precision': ...}, ...,
+        'accuracy': 0.9, ...}`), which needs no pandas."""
         rows = self._report_rows()
         if output_dict:
             return {k: v[2] if k == 'accuracy' else dict(zip(_REPORT_COLUMNS, v)) for k, v in rows.items()}
@@ -190,5 +191,6 @@ class ClassificationInterpretation(Interpretation):
         first = max(len(name) for name in rows)
         widths = [max(len(c), *(len(r[j]) for r in cells)) for j, c in enumerate(_REPORT_COLUMNS)]
         lines = [' ' * first + ''.join('  ' + c.rjust(w) for c, w in zip(_REPORT_COLUMNS, widths))]
-        lines += [name.ljust(first) + ''.join('  ' + v.rjust(w) for v, w in zip(r, widths)) for name, r in zip(rows, cells)]
+        lines += [name.ljust(first) + ''.join('  ' + v.rjust(w) for v, w in zip(r, widths))
+                  for name, r in zip(rows, cells)]
         print('\n'.join(lines))

@@ -19,7 +19,8 @@ def noisy_folder(tmp_path):
     for label in ('a', 'b'):
         (tmp_path/label).mkdir()
         for i in range(6):
-            Image.fromarray(rng.integers(0, 256, (30 + i, 40, 3), dtype=np.uint8)).save(tmp_path/label/f'{label}_{i}.jpg')
+            noise = rng.integers(0, 256, (30 + i, 40, 3), dtype=np.uint8)
+            Image.fromarray(noise).save(tmp_path/label/f'{label}_{i}.jpg')
     return tmp_path
 
 

@@ -56,4 +56,5 @@ def test_star_import_leaves_the_heavy_libraries_unloaded():
     # and they still load when they are needed
     code = ("import sys\nfrom minifast.vision.all import *\nm = EfficientNetLite0().train()\n"
             "import torch; m(torch.zeros(2, 3, 32, 32))\nprint('torchvision' in sys.modules)")
-    assert subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=True).stdout.strip() == 'True'
+    assert subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
+                          check=True).stdout.strip() == 'True'

@@ -50,7 +50,9 @@ def test_lite0_learner_transfer_learning(dls):
     assert len(learn.recorder.values) == 1
 
 
-@pytest.mark.parametrize('arch,nf', [('resnet18', 512), ('efficientnet_b0', 1280), ('regnet_y_400mf', 440), ('convnext_tiny', 768)])
+@pytest.mark.parametrize('arch,nf',
+                         [('resnet18', 512), ('efficientnet_b0', 1280), ('regnet_y_400mf', 440),
+                          ('convnext_tiny', 768)])
 def test_bodies_are_cut_before_pooling(arch, nf):
     model = create_vision_model(arch, 5, pretrained=False)
     body, head = model
@@ -60,7 +62,8 @@ def test_bodies_are_cut_before_pooling(arch, nf):
     assert model(torch.zeros(2, 3, 64, 64)).shape == (2, 5)
 
 
-@pytest.mark.parametrize('arch', ['resnet18', 'resnet50', 'resnet152', 'convnext_tiny', 'efficientnet_b0', 'regnet_y_400mf',
+@pytest.mark.parametrize('arch',
+                         ['resnet18', 'resnet50', 'resnet152', 'convnext_tiny', 'efficientnet_b0', 'regnet_y_400mf',
                                   'efficientnet_lite0'])
 def test_three_layer_groups_cover_the_model(arch):
     from minifast.vision.learner import get_arch, vision_splitter
@@ -187,7 +190,8 @@ def test_vision_learner_stores_conv_weights_channels_last_by_default(dls):
     from minifast.learner import is_channels_last
     learn = vision_learner(dls, resnet18, pretrained=False)
     assert learn.channels_last and is_channels_last(learn.model)
-    assert all(p.is_contiguous(memory_format=torch.channels_last) and not p.is_contiguous() for p in _conv_weights(learn.model))
+    assert all(p.is_contiguous(memory_format=torch.channels_last) and not p.is_contiguous()
+               for p in _conv_weights(learn.model))
     plain = vision_learner(dls, resnet18, pretrained=False, channels_last=False)
     assert not plain.channels_last and all(p.is_contiguous() for p in _conv_weights(plain.model))
 

@@ -48,7 +48,8 @@ def _describe(o) -> str:
     from PIL import Image
     if isinstance(o, Image.Image): return f"{type(o).__name__} mode={o.mode} size={o.size[0]}x{o.size[1]}"
     if isinstance(o, torch.Tensor):
-        return f"{type(o).__name__} of shape {tuple(o.shape)}, dtype {o.dtype}" + (f": {o.item()!r}" if o.numel() == 1 else '')
+        value = f": {o.item()!r}" if o.numel() == 1 else ''
+        return f"{type(o).__name__} of shape {tuple(o.shape)}, dtype {o.dtype}{value}"
     s = repr(o)
     return s if len(s) < 100 else s[:97] + '...'
 
@@ -56,11 +57,13 @@ class DataBlock:
     "A recipe for `Datasets` and `DataLoaders`: blocks, how to get, split and label items, and transforms."
     def __init__(self, blocks=None, get_items=None, splitter=None, get_x=None, get_y=None, n_inp=None,
                  item_tfms=None, batch_tfms=None):
-        self.blocks = [_instantiate_block(b) for b in (blocks if blocks is not None else (TransformBlock, TransformBlock))]
+        self.blocks = [_instantiate_block(b)
+                       for b in (blocks if blocks is not None else (TransformBlock, TransformBlock))]
         self.n_inp = n_inp if n_inp is not None else max(1, len(self.blocks) - 1)
         self.get_items, self.splitter = get_items, splitter if splitter is not None else RandomSplitter()
         self.getters = self._getters(get_x, get_y)
-        self.item_tfms, self.batch_tfms = [as_transform(t) for t in listify(item_tfms)], [as_transform(t) for t in listify(batch_tfms)]
+        self.item_tfms = [as_transform(t) for t in listify(item_tfms)]
+        self.batch_tfms = [as_transform(t) for t in listify(batch_tfms)]
 
     def _getters(self, get_x, get_y):
         n_tgt = len(self.blocks) - self.n_inp
@@ -113,7 +116,8 @@ class DataBlock:
         dsets = self.datasets(source, verbose=verbose)
         after_item, after_batch = self._stage_tfms()
         if isinstance(source, (str, Path)) and path == '.': path = source
-        return DataLoaders.from_dsets(dsets, bs=bs, val_bs=val_bs, shuffle=shuffle, after_item=after_item, after_batch=after_batch,
+        return DataLoaders.from_dsets(dsets, bs=bs, val_bs=val_bs, shuffle=shuffle, after_item=after_item,
+                                      after_batch=after_batch,
                                       num_workers=num_workers, device=device, seed=seed, path=path, **kwargs)
 
     def summary(self, source, bs=4, show_batch=False, print_fn=print):

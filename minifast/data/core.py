@@ -283,7 +283,8 @@ class DataLoader:
     def _pipelines(tfms, n):
         tfms = listify(tfms)
         if len(tfms) > n: raise ValueError(f"DataLoader: got {len(tfms)} pipelines for samples of {n} elements.")
-        return [t if isinstance(t, Pipeline) else Pipeline(t) for t in tfms] + [Pipeline() for _ in range(n - len(tfms))]
+        given = [t if isinstance(t, Pipeline) else Pipeline(t) for t in tfms]
+        return given + [Pipeline() for _ in range(n - len(tfms))]
 
     # ---- what the samples are: read from the Datasets ----------------------------------------------
     @property
@@ -357,7 +358,8 @@ class DataLoader:
         "The first batch, built in this process (no worker start-up): shuffled if the loader shuffles."
         self._check_size()
         n = min(self.bs, len(self.dataset))
-        order = torch.randperm(len(self.dataset), generator=self.generator)[:n].tolist() if self.shuffle else list(range(n))
+        if self.shuffle: order = torch.randperm(len(self.dataset), generator=self.generator)[:n].tolist()
+        else: order = list(range(n))
         return self.make_batch(order)
 
     # ---- copies, decoding, display -----------------------------------------------------------------

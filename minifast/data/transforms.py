@@ -44,7 +44,8 @@ def get_files(path, extensions=None, recurse=True, folders=None, followlinks=Tru
         if (st.st_dev, st.st_ino) in seen:  # a symlink back to a folder already walked: skip it
             dirs[:] = []; continue
         seen.add((st.st_dev, st.st_ino))
-        dirs[:] = sorted(d for d in dirs if not d.startswith('.') and (not folders or Path(root) != path or d in folders))
+        dirs[:] = sorted(d for d in dirs if not d.startswith('.')
+                         and (not folders or Path(root) != path or d in folders))
         res += [Path(root)/f for f in files if _keep(f, extensions)]
     return L(sorted(res))
 
@@ -94,7 +95,8 @@ class GrandparentSplitter:
         self.train_name, self.valid_name = train_name, valid_name
     def __call__(self, items):
         names = [Path(o).parent.parent.name for o in items]
-        train, valid = L(i for i, n in enumerate(names) if n == self.train_name), L(i for i, n in enumerate(names) if n == self.valid_name)
+        train = L(i for i, n in enumerate(names) if n == self.train_name)
+        valid = L(i for i, n in enumerate(names) if n == self.valid_name)
         if not train or not valid:
             raise ValueError(f"GrandparentSplitter: found {len(train)} items under '{self.train_name}' and "
                              f"{len(valid)} under "
@@ -275,7 +277,8 @@ class CategoryMap:
     def __iter__(self): return iter(self.items)
     def __eq__(self, other): return list(self) == list(other)
     def __repr__(self):
-        return f"CategoryMap({self.items!r})" if len(self) <= 10 else f"CategoryMap({len(self)} classes: {self.items[:10]!r} ...)"
+        if len(self) <= 10: return f"CategoryMap({self.items!r})"
+        return f"CategoryMap({len(self)} classes: {self.items[:10]!r} ...)"
 
 def _known(vocab, label):
     try: return label in vocab.o2i

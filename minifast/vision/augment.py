@@ -66,13 +66,15 @@ class RandomResizedCrop(Transform):
     "Item transform: random window of area in [min_scale, 1] and aspect in `ratio`, resized to `size`."
     order = 1
     def __init__(self, size, min_scale=0.08, ratio=(3/4, 4/3), val_xtra=0.14, resample=Image.BILINEAR):
-        self.size, self.min_scale, self.ratio, self.val_xtra, self.resample = _size_hw(size), min_scale, tuple(ratio), val_xtra, resample
+        self.size, self.min_scale, self.ratio = _size_hw(size), min_scale, tuple(ratio)
+        self.val_xtra, self.resample = val_xtra, resample
 
     def draft_size(self):
         """The smallest side a JPEG may be decoded at so that even the smallest window still has `size` pixels
         (no upsampling)."""
         th, tw = self.size
-        return math.ceil(max(tw / math.sqrt(self.min_scale * self.ratio[0]), th * math.sqrt(self.ratio[1] / self.min_scale)))
+        return math.ceil(max(tw / math.sqrt(self.min_scale * self.ratio[0]),
+                             th * math.sqrt(self.ratio[1] / self.min_scale)))
 
     def crop_box(self, w, h, split_idx=None, generator=None):
         th, tw = self.size
@@ -96,7 +98,8 @@ class RandomResizedCrop(Transform):
         return img.resize((tw, th), self.resample, box=self.crop_box(*img.size, split_idx, generator))
 
     def get_config(self):
-        return {'size': list(self.size), 'min_scale': self.min_scale, 'ratio': list(self.ratio), 'val_xtra': self.val_xtra}
+        return {'size': list(self.size), 'min_scale': self.min_scale, 'ratio': list(self.ratio),
+                'val_xtra': self.val_xtra}
 
 # %% ../../nbs/07_vision.augment.ipynb #0074bac9
 from .augment_batch import (aug_transforms, Flip, Dihedral, Rotate, Zoom, Warp,  # noqa: F401

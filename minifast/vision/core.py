@@ -26,7 +26,8 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     if img.mode == 'RGB': return img
     if img.mode in ('I;16', 'I;16B', 'I;16L', 'I;16N', 'I', 'F'):  # deep grayscale: rescale instead of clipping
         a = np.asarray(img, dtype=np.float64)
-        top = 65535. if img.mode.startswith('I;16') or (img.mode == 'I' and a.max() > 255) else max(float(a.max()), 1.) if img.mode == 'F' else 255.
+        if img.mode.startswith('I;16') or (img.mode == 'I' and a.max() > 255): top = 65535.
+        else: top = max(float(a.max()), 1.) if img.mode == 'F' else 255.
         return Image.fromarray(np.clip(a / top * 255. + 0.5, 0, 255).astype(np.uint8), 'L').convert('RGB')
     if img.mode in ('RGBA', 'LA', 'PA', 'La', 'RGBa') or (img.mode == 'P' and 'transparency' in img.info):
         rgba = img.convert('RGBA')
@@ -183,7 +184,8 @@ class Normalize(Transform):
             shape = [1] * x.ndim
             c_axis = [a for a in range(x.ndim) if a not in self.axes][0]
             shape[c_axis] = -1
-            self._cache[key] = tuple(torch.tensor(v, device=x.device, dtype=x.dtype).view(shape) for v in (self.mean, self.std))
+            self._cache[key] = tuple(torch.tensor(v, device=x.device, dtype=x.dtype).view(shape)
+                                     for v in (self.mean, self.std))
         return self._cache[key]
 
     def encodes(self, x):

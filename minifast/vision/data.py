@@ -42,12 +42,14 @@ class ImageDataLoaders:
         path = Path(path)
         splitter = GrandparentSplitter(train, valid) if valid_pct is None else RandomSplitter(valid_pct, seed=seed)
         folders = [train, valid] if valid_pct is None else None
-        dblock = DataBlock(blocks=(ImageBlock, CategoryBlock(vocab=vocab)), get_items=lambda p: get_image_files(p, folders=folders),
+        dblock = DataBlock(blocks=(ImageBlock, CategoryBlock(vocab=vocab)),
+                           get_items=lambda p: get_image_files(p, folders=folders),
                            splitter=splitter, get_y=parent_label, item_tfms=item_tfms, batch_tfms=batch_tfms)
         return cls._dataloaders(dblock, path, path, seed=seed, **kwargs)
 
     @classmethod
-    def from_path_func(cls, path, fnames, label_func, valid_pct=0.2, seed=None, item_tfms=None, batch_tfms=None, **kwargs):
+    def from_path_func(cls, path, fnames, label_func, valid_pct=0.2, seed=None, item_tfms=None, batch_tfms=None,
+                       **kwargs):
         "Label each of `fnames` with `label_func(path_of_file)`."
         dblock = DataBlock(blocks=(ImageBlock, CategoryBlock), splitter=RandomSplitter(valid_pct, seed=seed),
                            get_y=label_func, item_tfms=item_tfms, batch_tfms=batch_tfms)
@@ -79,7 +81,8 @@ class ImageDataLoaders:
         return cls._dataloaders(dblock, list(zip(fnames, labels)), path, seed=seed, **kwargs)
 
     @classmethod
-    def from_df(cls, df, path='.', valid_pct=0.2, seed=None, fn_col=0, folder=None, suff='', label_col=1, label_delim=None,
+    def from_df(cls, df, path='.', valid_pct=0.2, seed=None, fn_col=0, folder=None, suff='', label_col=1,
+                label_delim=None,
                 valid_col=None, item_tfms=None, batch_tfms=None, **kwargs):
         """Rows of `df`: file names in `fn_col` (under `path/folder`, plus `suff`),
         labels in `label_col` (split on `label_delim` for multi-label)."""

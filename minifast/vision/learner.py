@@ -177,8 +177,9 @@ def num_features(body) -> int:
 # %% ../../nbs/21_vision.learner.ipynb #ed4bac09
 def create_vision_model(arch, n_out, pretrained=True, weights_path=None, cut=None, lin_ftrs=None, ps=0.5,
                         concat_pool=True, first_bn=True, bn_final=False, y_range=None):
-    """`nn.Sequential(body, head)`: the body of `arch` (pretrained if asked), cut before pooling, and a new head with `n_out`
-    outputs. `cut` as in `Arch.body`: an int keeps the body's first `cut` stages, a function gets the full model."""
+    """`nn.Sequential(body, head)`: the body of `arch` (pretrained if asked), cut before pooling, and a new head
+    with `n_out` outputs. `cut` as in `Arch.body`: an int keeps the body's first `cut` stages, a function gets the
+    full model."""
     arch = get_arch(arch)
     full = arch(pretrained=pretrained, weights_path=weights_path)
     body = arch.body(full, cut)
@@ -203,7 +204,8 @@ def _with_normalize(dls, stats) -> DataLoaders:
     "A copy of `dls` whose image batch transforms end with `Normalize(stats)` (if they have no Normalize yet)."
     def add(dl):
         kinds = dl.kinds or ('image',) + ('other',) * (len(dl.after_batch) - 1)
-        pipes = [p if k != 'image' or any(isinstance(t, Normalize) for t in p) else Pipeline(list(p) + [Normalize.from_stats(*stats)])
+        pipes = [p if k != 'image' or any(isinstance(t, Normalize) for t in p)
+                 else Pipeline(list(p) + [Normalize.from_stats(*stats)])
                  for p, k in zip(dl.after_batch, kinds)]
         return dl.new(after_batch=pipes)
     return DataLoaders(*[add(dl) for dl in dls.loaders], path=dls.path)
@@ -212,14 +214,16 @@ def vision_learner(dls, arch, normalize=True, n_out=None, pretrained=True, weigh
                    opt_func=Adam, lr=1e-3, splitter=None, cbs=None, metrics=None, path=None, model_dir='models',
                    wd=None, wd_bn_bias=False, train_bn=True, moms=(0.95, 0.85, 0.95), cut=None, concat_pool=True,
                    ps=0.5, lin_ftrs=None, first_bn=True, bn_final=False, y_range=None, channels_last=True):
-    """A `Learner` for transfer learning: pretrained body of `arch`, new head with `n_out` (default `dls.c`) outputs, body frozen.
-    With `pretrained` and `normalize`, `learn.dls` is a copy of `dls` whose image batch transforms end with the weights'
-    `Normalize`; the `dls` passed in is not changed. `channels_last`: store the conv weights NHWC (`learn.to_channelslast()`),
-    which makes the convolutions faster (CPU: resnet18 1.2x, Lite0 1.6x per training step); False keeps NCHW."""
+    """A `Learner` for transfer learning: pretrained body of `arch`, new head with `n_out` (default `dls.c`)
+    outputs, body frozen. With `pretrained` and `normalize`, `learn.dls` is a copy of `dls` whose image batch
+    transforms end with the weights' `Normalize`; the `dls` passed in is not changed. `channels_last`: store the
+    conv weights NHWC (`learn.to_channelslast()`), which makes the convolutions faster (CPU: resnet18 1.2x, Lite0
+    1.6x per training step); False keeps NCHW."""
     arch = get_arch(arch)
     n_out = n_out if n_out is not None else dls.c
     if not n_out: raise ValueError("vision_learner: could not infer n_out from the data; pass n_out=.")
-    head_kw = dict(lin_ftrs=lin_ftrs, ps=ps, concat_pool=concat_pool, first_bn=first_bn, bn_final=bn_final, y_range=y_range)
+    head_kw = dict(lin_ftrs=lin_ftrs, ps=ps, concat_pool=concat_pool, first_bn=first_bn, bn_final=bn_final,
+                   y_range=y_range)
     model = create_vision_model(arch, n_out, pretrained=pretrained, weights_path=weights_path, cut=cut, **head_kw)
     if normalize and pretrained: dls = _with_normalize(dls, arch.stats)
     learn = Learner(dls, model, loss_func=loss_func, opt_func=opt_func, lr=lr,
