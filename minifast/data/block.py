@@ -37,7 +37,7 @@ def RegressionBlock():
     "A number (or vector of numbers) per item, as a float tensor."
     return TransformBlock(type_tfms=_ToFloatTensor(), kind='regression')
 
-# %% ../../nbs/03_data.block.ipynb #07558245
+# %% ../../nbs/03_data.block.ipynb #99e33c95
 def _instantiate_block(b):
     if isinstance(b, TransformBlock): return b
     if callable(b): return b()
@@ -53,6 +53,7 @@ def _describe(o) -> str:
     s = repr(o)
     return s if len(s) < 100 else s[:97] + '...'
 
+# %% ../../nbs/03_data.block.ipynb #75436214
 class DataBlock:
     "A recipe for `Datasets` and `DataLoaders`: blocks, how to get, split and label items, and transforms."
     def __init__(self, blocks=None, get_items=None, splitter=None, get_x=None, get_y=None, n_inp=None,
@@ -128,7 +129,7 @@ class DataBlock:
         return (f"DataBlock(blocks={[b.kind for b in self.blocks]}, n_inp={self.n_inp}, splitter={self.splitter!r}, "
                 f"item_tfms={self.item_tfms}, batch_tfms={self.batch_tfms})")
 
-# %% ../../nbs/03_data.block.ipynb #e58c2d07
+# %% ../../nbs/03_data.block.ipynb #cc598c73
 def _run_steps(pipe, x, split_idx, generator, indent, out):
     """Apply the transforms of `pipe` one at a time, printing each result; return (value, failure) where failure names
     the transform and the error."""
@@ -141,6 +142,7 @@ def _run_steps(pipe, x, split_idx, generator, indent, out):
         out(f"{indent}{t!r} -> {_describe(x)}")
     return x, None
 
+# %% ../../nbs/03_data.block.ipynb #58a11573
 def _summary_sample(dsets, after_item, i, generator, out, verbose):
     "Build the training sample of item `i` step by step (each step printed if `verbose`); None if a step failed."
     item = dsets.items[i]
@@ -165,6 +167,7 @@ def _summary_sample(dsets, after_item, i, generator, out, verbose):
         res.append(x)
     return tuple(res)
 
+# %% ../../nbs/03_data.block.ipynb #6a7d9ed2
 def _summary_collate(samples, kinds, out):
     "The batch of `samples`, or None after printing the shapes that do not stack and the fix."
     out(f"\nCollating {len(samples)} samples into a batch")
@@ -178,6 +181,7 @@ def _summary_collate(samples, kinds, out):
         out(_ONE_SIZE_ADVICE)
         return None
 
+# %% ../../nbs/03_data.block.ipynb #946cc25c
 def _describe_source(source) -> str:
     return source if isinstance(source, (str, Path)) else f'a {type(source).__name__} of {len(source)} items'
 

@@ -257,7 +257,7 @@ class Pipeline:
     def __iter__(self): return iter(self.tfms)
     def __repr__(self): return f"Pipeline: {' -> '.join(map(repr, self.tfms)) or '(empty)'}"
 
-# %% ../../nbs/01_data.transforms.ipynb #cbdc83f8
+# %% ../../nbs/01_data.transforms.ipynb #ff26b054
 class CategoryMap:
     "The sorted list of class names (`vocab`) and its reverse mapping `o2i`."
     def __init__(self, labels, sort=True):
@@ -280,6 +280,7 @@ class CategoryMap:
         if len(self) <= 10: return f"CategoryMap({self.items!r})"
         return f"CategoryMap({len(self)} classes: {self.items[:10]!r} ...)"
 
+# %% ../../nbs/01_data.transforms.ipynb #d05b7652
 def _known(vocab, label):
     try: return label in vocab.o2i
     except TypeError: return False   # unhashable: never a class name
@@ -307,6 +308,7 @@ class Categorize(Transform):
     def get_config(self): return {'vocab': None if self.vocab is None else list(self.vocab), 'sort': self.sort}
     def __repr__(self): return f"Categorize({'no vocab yet' if self.vocab is None else f'{len(self.vocab)} classes'})"
 
+# %% ../../nbs/01_data.transforms.ipynb #9f149ec7
 class MultiCategorize(Transform):
     "Turn a list of labels into a one-hot float vector over the vocabulary (multi-label classification)."
     order = 1

@@ -38,7 +38,7 @@ def _chosen(n, generator, p, batch=False):
     "(n,) booleans, each true with probability `p`: the samples that get the transform."
     return _uniform(n, generator, batch=batch) < p
 
-# %% ../../nbs/08_vision.augment_batch.ipynb #431db115
+# %% ../../nbs/08_vision.augment_batch.ipynb #e63028c1
 _SAMPLING = ('mode', 'pad_mode', 'align_corners', 'channels_last')
 
 class GeometricTransform(Transform):
@@ -75,6 +75,7 @@ class GeometricTransform(Transform):
         return FusedGeometry([self])(x, split_idx=split_idx, generator=generator)
     def get_config(self): return {'p': self.p, 'batch': self.batch, **{k: getattr(self, k) for k in _SAMPLING}}
 
+# %% ../../nbs/08_vision.augment_batch.ipynb #bcc156a2
 class Flip(GeometricTransform):
     "Mirror left-right, with probability `p` per image."
     def __init__(self, p=0.5, **kwargs): super().__init__(p=p, **kwargs)
@@ -121,6 +122,7 @@ class Warp(GeometricTransform):
         return perspective_mat(torch.where(chosen, mx, 0.), torch.where(chosen, my, 0.))
     def get_config(self): return {'magnitude': self.magnitude, **super().get_config()}
 
+# %% ../../nbs/08_vision.augment_batch.ipynb #245daf91
 def _largest_window(in_hw, aspect):
     """Width and height (pixels) of the largest window of shape `aspect` (width / height) inside an image
     of size `in_hw`."""
@@ -173,6 +175,7 @@ class RandomResizedCropGPU(GeometricTransform):
                 'ratio': list(self.ratio),
                 'valid_scale': self.valid_scale, **super().get_config()}
 
+# %% ../../nbs/08_vision.augment_batch.ipynb #4e3d8f9d
 class BatchResize(GeometricTransform):
     "Resize (squish) every image of the batch to `size`, on training and validation alike."
     resizes = True
@@ -241,7 +244,7 @@ class FusedGeometry(Transform):
                 'size': None if self.size is None else list(self.size)}
     def __repr__(self): return f"FusedGeometry({' + '.join(map(repr, self.tfms))})"
 
-# %% ../../nbs/08_vision.augment_batch.ipynb #c63b8d32
+# %% ../../nbs/08_vision.augment_batch.ipynb #abbad11e
 _LUMA = (0.299, 0.587, 0.114)   # Rec. 601: how bright each channel looks
 _RGB_TO_YIQ = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]],
                            dtype=torch.float64)
@@ -270,6 +273,7 @@ class LightingTransform(Transform):
         return FusedLighting([self])(x, split_idx=split_idx, generator=generator)
     def get_config(self): return {'max_lighting': self.max_lighting, 'p': self.p, 'batch': self.batch}
 
+# %% ../../nbs/08_vision.augment_batch.ipynb #4993ef58
 class Brightness(LightingTransform):
     """Add logit(b) to logit(x), with b uniform in [0.5 (1 - max_lighting), 0.5 (1 + max_lighting)]
     (0.5 changes nothing)."""
@@ -310,6 +314,7 @@ class Hue(LightingTransform):
         return (_YIQ_TO_RGB.to(v.device) @ turn @ _RGB_TO_YIQ.to(v.device)).float()
     def get_config(self): return {'max_hue': self.max_hue, 'p': self.p, 'batch': self.batch}
 
+# %% ../../nbs/08_vision.augment_batch.ipynb #75db1199
 class FusedLighting(Transform):
     "Neighbouring lighting transforms as one elementwise pass: x -> clamp(C sigmoid(a logit(x) + b), 0, 1) per sample."
     order, eps = 40, 1e-6

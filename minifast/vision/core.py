@@ -18,7 +18,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from ..data.core import register_show
 from ..data.transforms import Transform
 
-# %% ../../nbs/06_vision.core.ipynb #6773d07a
+# %% ../../nbs/06_vision.core.ipynb #7fe263e0
 class ImageReadError(OSError):
     "An image file that exists but cannot be decoded (empty, truncated, not an image, or over PIL's pixel limit)."
 
@@ -35,6 +35,7 @@ def _to_rgb(img: Image.Image) -> Image.Image:
         return Image.alpha_composite(background, rgba).convert('RGB')
     return img.convert('RGB')
 
+# %% ../../nbs/06_vision.core.ipynb #5589b939
 def _over_limit(size) -> bool:
     "Whether `size` (w, h) is over the pixel count PIL refuses to open (2 * `Image.MAX_IMAGE_PIXELS`; None: no limit)."
     return Image.MAX_IMAGE_PIXELS is not None and size[0] * size[1] > 2 * Image.MAX_IMAGE_PIXELS
@@ -82,6 +83,7 @@ def _too_big_message(fn, e, draft_size) -> str:
             f"(2 * PIL.Image.MAX_IMAGE_PIXELS = {2 * Image.MAX_IMAGE_PIXELS} pixels). If you trust the file, raise "
             f"PIL.Image.MAX_IMAGE_PIXELS (None removes the limit), or downscale the file.")
 
+# %% ../../nbs/06_vision.core.ipynb #278925a5
 def load_image(fn, draft_size=None) -> Image.Image:
     "Read the image file `fn` as an upright RGB PIL image; JPEGs are decoded at reduced scale when `draft_size` allows."
     fn = Path(fn)

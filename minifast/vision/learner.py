@@ -174,7 +174,7 @@ def num_features(body) -> int:
         with torch.no_grad(): return body(torch.zeros(1, 3, 64, 64, device=next(body.parameters()).device)).shape[1]
     finally: body.train(was_training)
 
-# %% ../../nbs/21_vision.learner.ipynb #ed4bac09
+# %% ../../nbs/21_vision.learner.ipynb #5010f65a
 def create_vision_model(arch, n_out, pretrained=True, weights_path=None, cut=None, lin_ftrs=None, ps=0.5,
                         concat_pool=True, first_bn=True, bn_final=False, y_range=None):
     """`nn.Sequential(body, head)`: the body of `arch` (pretrained if asked), cut before pooling, and a new head
@@ -200,6 +200,7 @@ def _default_splitter(body, split_at):
     if len(body) <= split_at: split_at = len(body) // 2
     return lambda m: vision_splitter(m, split_at)
 
+# %% ../../nbs/21_vision.learner.ipynb #9777b198
 def _with_normalize(dls, stats) -> DataLoaders:
     "A copy of `dls` whose image batch transforms end with `Normalize(stats)` (if they have no Normalize yet)."
     def add(dl):

@@ -11,7 +11,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-# %% ../../nbs/07a_vision.warp.ipynb #51798921
+# %% ../../nbs/07a_vision.warp.ipynb #126e72cc
 def _mats(rows, like):
     "Stack `rows` (3 lists of 3 numbers or (N,) tensors) into (N, 3, 3) matrices on the device of `like`."
     n = len(like)
@@ -25,6 +25,7 @@ def _half_extent(hw, align_corners):
     h, w = hw
     return ((w - 1) / 2, (h - 1) / 2) if align_corners else (w / 2, h / 2)
 
+# %% ../../nbs/07a_vision.warp.ipynb #5a02287c
 def flip_mat(flip_x, flip_y=None):
     "Mirror left-right where `flip_x` ((N,) bool) is true, and up-down where `flip_y` is."
     sx = 1 - 2 * flip_x.float()
@@ -53,6 +54,7 @@ def zoom_mat(scale, col_pct=None, row_pct=None):
     cy = torch.zeros_like(s) if row_pct is None else (1 - 1 / s) * (2 * row_pct - 1)
     return _mats([[1 / s, 0, cx], [0, 1 / s, cy], [0, 0, 1]], s)
 
+# %% ../../nbs/07a_vision.warp.ipynb #8d4052c2
 def crop_mat(left, top, width, height, in_hw, align_corners=True):
     "Read the window `width` x `height` at (`left`, `top`) (pixels, (N,) each) of an image of size `in_hw`."
     h, w = in_hw
@@ -84,7 +86,7 @@ def perspective_mat(mag_x, mag_y):
     from_unit = torch.tensor([[0.5, 0, 0.5], [0, 0.5, 0.5], [0, 0, 1]], device=mx.device)   # [-1, 1] -> [0, 1]
     return _square_to_quad(quad) @ from_unit.expand(len(quad), 3, 3)
 
-# %% ../../nbs/07a_vision.warp.ipynb #7d2c405c
+# %% ../../nbs/07a_vision.warp.ipynb #8969bc23
 def _size_hw(size):
     "None, an int (a square) or (height, width) -> None or (height, width)."
     if size is None: return None
@@ -119,6 +121,7 @@ def mats_stride(mats, in_hw, out_hw, align_corners=True):
     jac = (m[:, :2, :2] * s[:, None, None] - m[:, :2, 2:] * m[:, 2:, :2]) / (s ** 2)[:, None, None]
     return (jac.det().abs() * (ix * iy) / (ox * oy)).sqrt().float()
 
+# %% ../../nbs/07a_vision.warp.ipynb #63f816ce
 def _prefilter(x, mats, min_stride, max_stride, align_corners):
     "Shrink `x` (antialiased) so the smallest stride becomes `max_stride`, when it is above that; `mats` follow."
     if min_stride is None or min_stride <= max_stride: return x, mats
@@ -134,6 +137,7 @@ def _prefilter(x, mats, min_stride, max_stride, align_corners):
         mats = torch.diag(fix) @ mats
     return x, mats
 
+# %% ../../nbs/07a_vision.warp.ipynb #62793fe6
 def _sample_uint8_cpu(x, mats, out_hw, mode, pad_mode, align_corners, channels_last=False):
     """`grid_sample` of the uint8 batch `x` on the CPU, as floats in [0, 1]: one image per thread at a time,
     converted and sampled while in the cache."""
