@@ -6,7 +6,7 @@
 __all__ = ['GeometricTransform', 'Flip', 'Dihedral', 'Rotate', 'Zoom', 'Warp', 'RandomResizedCropGPU', 'BatchResize',
            'FusedGeometry', 'LightingTransform', 'Brightness', 'Contrast', 'Saturation', 'Hue', 'FusedLighting',
            'aug_transforms', 'flip_mat', 'dihedral_mat', 'rotate_mat', 'zoom_mat', 'crop_mat', 'perspective_mat',
-           'warp_batch']
+           'mats_stride', 'warp_batch']
 
 # %% ../../nbs/08_vision.augment_batch.ipynb #08d277a0
 import math
@@ -14,10 +14,12 @@ import math
 import torch
 
 from ..data.transforms import Transform, transform_class
+from .warp import mats_stride  # noqa: F401  (re-exported)
 from .warp import (_eye, _mats, _size_hw, crop_mat, dihedral_mat, flip_mat, perspective_mat, rotate_mat,
                                   warp_batch, zoom_mat)
 
-_all_ = ['flip_mat', 'dihedral_mat', 'rotate_mat', 'zoom_mat', 'crop_mat', 'perspective_mat', 'warp_batch']
+_all_ = ['flip_mat', 'dihedral_mat', 'rotate_mat', 'zoom_mat', 'crop_mat', 'perspective_mat', 'mats_stride',
+         'warp_batch']
 
 # %% ../../nbs/08_vision.augment_batch.ipynb #ca18a313
 def _fresh_generator(device):
