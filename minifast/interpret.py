@@ -68,8 +68,8 @@ class Interpretation:
             raise ValueError("plot_top_losses: this interpretation has no minifast data loader to show items from; "
                              "build it with from_learner on a DataLoader (not a list of batches).")
         kinds = tuple(self.dl.kinds or ())
-        show = show_function(kinds, 'plot_top_losses', instead="Use top_losses(k, items=True) to list the "
-                                                               "items instead.")
+        show = show_function(kinds, 'plot_top_losses',
+                             instead="Use top_losses(k, items=True) to list the items instead.")
         _, idxs = self.top_losses(min(k, len(self)), largest=largest)
         idxs = idxs.tolist()
         # validation pipelines: no augmentation
@@ -178,9 +178,9 @@ class ClassificationInterpretation(Interpretation):
         rows = self._report_rows()
         if output_dict:
             return {k: v[2] if k == 'accuracy' else dict(zip(_REPORT_COLUMNS, v)) for k, v in rows.items()}
-        pd = import_pandas('classification_report()', instead="Without it, print_classification_report() "
-                                                              "prints the same "
-                           "table and classification_report(output_dict=True) returns it as a dict.")
+        pd = import_pandas('classification_report()',
+                           instead="Without it, print_classification_report() prints the same table and "
+                                   "classification_report(output_dict=True) returns it as a dict.")
         return pd.DataFrame.from_dict(rows, orient='index', columns=list(_REPORT_COLUMNS))
 
     def print_classification_report(self):

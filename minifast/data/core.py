@@ -166,8 +166,7 @@ def _shape_mismatch(samples, items=None, kinds=None):
                           for shape, idx in list(seen.items())[:4])
         kind = f" ({kinds[k]})" if kinds is not None and k < len(kinds) else ''
         return (f"Cannot collate {len(samples)} samples into a batch: element {k}{kind} has {len(seen)} "
-                "different shapes: "
-                f"{shown}{' ...' if len(seen) > 4 else ''}. {_ONE_SIZE_ADVICE}")
+                f"different shapes: {shown}{' ...' if len(seen) > 4 else ''}. {_ONE_SIZE_ADVICE}")
     return None
 
 # %% ../../nbs/02_data.core.ipynb #3947f5cd

@@ -99,10 +99,8 @@ class GrandparentSplitter:
         valid = L(i for i, n in enumerate(names) if n == self.valid_name)
         if not train or not valid:
             raise ValueError(f"GrandparentSplitter: found {len(train)} items under '{self.train_name}' and "
-                             f"{len(valid)} under "
-                             f"'{self.valid_name}' grandparent folders (e.g. {items[0]}). "
-                             "Pass train_name= and valid_name= "
-                             f"matching your folder names.")
+                             f"{len(valid)} under '{self.valid_name}' grandparent folders (e.g. {items[0]}). "
+                             "Pass train_name= and valid_name= matching your folder names.")
         return train, valid
 
 class ColSplitter:
