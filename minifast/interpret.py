@@ -85,6 +85,57 @@ def _short(o):
 # %% ../nbs/22_interpret.ipynb #9456bd98
 _REPORT_COLUMNS = ('precision', 'recall', 'f1-score', 'support')
 
+def _report_rows(cm, vocab) -> dict:
+    """`{row name: [precision, recall, f1-score, support]}` from the confusion matrix `cm` (rows: actual class):
+    the classes, then accuracy (NaN but f1 and support), macro and weighted averages."""
+    cm = cm.double()
+    tp, n_pred, support = cm.diagonal(), cm.sum(0), cm.sum(1)
+    # undefined counts as 0, as in scikit-learn
+    div = lambda a, b: torch.where(b > 0, a / torch.where(b > 0, b, 1.), 0.)
+    precision, recall = div(tp, n_pred), div(tp, support)
+    f1 = div(2 * precision * recall, precision + recall)
+    n = support.sum()
+    rows = {str(v): [float(p), float(r), float(f), int(s)] for v, p, r, f, s in
+            zip(vocab, precision, recall, f1, support)}
+    rows['accuracy'] = [math.nan, math.nan, float(tp.sum() / n) if n else 0., int(n)]
+    rows['macro avg'] = [float(x.mean()) for x in (precision, recall, f1)] + [int(n)]
+    rows['weighted avg'] = [float((x * support).sum() / n) if n else 0. for x in (precision, recall, f1)] + [int(n)]
+    return rows
+
+def _report_text(rows) -> str:
+    "The rows of `_report_rows` as a text table, laid out like scikit-learn's."
+    cells = [['' if isinstance(v, float) and math.isnan(v) else f"{v:.2f}" if isinstance(v, float) else str(v)
+              for v in values] for values in rows.values()]
+    first = max(len(name) for name in rows)
+    widths = [max(len(c), *(len(r[j]) for r in cells)) for j, c in enumerate(_REPORT_COLUMNS)]
+    lines = [' ' * first + ''.join('  ' + c.rjust(w) for c, w in zip(_REPORT_COLUMNS, widths))]
+    lines += [name.ljust(first) + ''.join('  ' + v.rjust(w) for v, w in zip(r, widths))
+              for name, r in zip(rows, cells)]
+    return '\n'.join(lines)
+
+# %% ../nbs/22_interpret.ipynb #8d164ecf
+def _plot_confusion(cm, vocab, normalize, title, cmap, norm_dec, plot_txt, figsize, dpi):
+    import matplotlib.pyplot as plt
+    cm = cm.double()
+    if normalize: cm = cm / cm.sum(1, keepdim=True).clamp(min=1)
+    cm, c = cm.numpy(), len(vocab)
+    fig, ax = plt.subplots(figsize=figsize or (max(5, c * 0.5 + 2),) * 2, dpi=dpi)
+    ax.imshow(cm, interpolation='nearest', cmap=cmap)
+    ax.set_title(title)
+    if c <= 100:  # beyond that labels only make a black smear
+        ax.set_xticks(range(c), [str(v) for v in vocab], rotation=90)
+        ax.set_yticks(range(c), [str(v) for v in vocab])
+    if plot_txt and c <= 40:
+        thresh = cm.max() / 2.
+        for i in range(c):
+            for j in range(c):
+                txt = f"{cm[i, j]:.{norm_dec}f}" if normalize else f"{int(cm[i, j])}"
+                ax.text(j, i, txt, ha='center', va='center', color='white' if cm[i, j] > thresh else 'black')
+    ax.set_xlabel('Predicted'); ax.set_ylabel('Actual')
+    fig.tight_layout()
+    return fig
+
+# %% ../nbs/22_interpret.ipynb #ce395b1f
 class ClassificationInterpretation(Interpretation):
     "Interpretation of a single-label classifier: confusion matrix, most confused pairs, top losses, per-class report."
     def __init__(self, preds, targs, losses, decoded=None, dl=None, vocab=None):
@@ -134,48 +185,14 @@ class ClassificationInterpretation(Interpretation):
                               plot_txt=True, figsize=None, dpi=60):
         """Draw the confusion matrix (rows: actual, columns: predicted); `normalize` divides each row by its total.
         Returns the figure."""
-        import matplotlib.pyplot as plt
-        cm = self.confusion_matrix().double()
-        if normalize: cm = cm / cm.sum(1, keepdim=True).clamp(min=1)
-        cm, c = cm.numpy(), len(self.vocab)
-        fig, ax = plt.subplots(figsize=figsize or (max(5, c * 0.5 + 2),) * 2, dpi=dpi)
-        ax.imshow(cm, interpolation='nearest', cmap=cmap)
-        ax.set_title(title)
-        if c <= 100:  # beyond that labels only make a black smear
-            ax.set_xticks(range(c), [str(v) for v in self.vocab], rotation=90)
-            ax.set_yticks(range(c), [str(v) for v in self.vocab])
-        if plot_txt and c <= 40:
-            thresh = cm.max() / 2.
-            for i in range(c):
-                for j in range(c):
-                    txt = f"{cm[i, j]:.{norm_dec}f}" if normalize else f"{int(cm[i, j])}"
-                    ax.text(j, i, txt, ha='center', va='center', color='white' if cm[i, j] > thresh else 'black')
-        ax.set_xlabel('Predicted'); ax.set_ylabel('Actual')
-        fig.tight_layout()
-        return fig
-
-    def _report_rows(self) -> dict:
-        """`{row name: [precision, recall, f1-score, support]}`: the classes, then accuracy (NaN but f1 and support),
-        macro and weighted averages."""
-        cm = self.confusion_matrix().double()
-        tp, n_pred, support = cm.diagonal(), cm.sum(0), cm.sum(1)
-        # undefined counts as 0, as in scikit-learn
-        div = lambda a, b: torch.where(b > 0, a / torch.where(b > 0, b, 1.), 0.)
-        precision, recall = div(tp, n_pred), div(tp, support)
-        f1 = div(2 * precision * recall, precision + recall)
-        n = support.sum()
-        rows = {str(v): [float(p), float(r), float(f), int(s)] for v, p, r, f, s in
-                zip(self.vocab, precision, recall, f1, support)}
-        rows['accuracy'] = [math.nan, math.nan, float(tp.sum() / n) if n else 0., int(n)]
-        rows['macro avg'] = [float(x.mean()) for x in (precision, recall, f1)] + [int(n)]
-        rows['weighted avg'] = [float((x * support).sum() / n) if n else 0. for x in (precision, recall, f1)] + [int(n)]
-        return rows
+        return _plot_confusion(self.confusion_matrix(), self.vocab, normalize, title, cmap, norm_dec, plot_txt,
+                               figsize, dpi)
 
     def classification_report(self, output_dict=False):
         """Precision, recall, F1 and support per class, then accuracy and the macro and weighted averages: a
         pandas DataFrame, or with `output_dict` scikit-learn's dict (`{'cat': {'precision': ...}, ...,
         'accuracy': 0.9, ...}`), which needs no pandas."""
-        rows = self._report_rows()
+        rows = _report_rows(self.confusion_matrix(), self.vocab)
         if output_dict:
             return {k: v[2] if k == 'accuracy' else dict(zip(_REPORT_COLUMNS, v)) for k, v in rows.items()}
         pd = import_pandas('classification_report()',
@@ -185,12 +202,4 @@ class ClassificationInterpretation(Interpretation):
 
     def print_classification_report(self):
         "Print the classification report as a text table (needs no pandas)."
-        rows = self._report_rows()
-        cells = [['' if isinstance(v, float) and math.isnan(v) else f"{v:.2f}" if isinstance(v, float) else str(v)
-                  for v in values] for values in rows.values()]
-        first = max(len(name) for name in rows)
-        widths = [max(len(c), *(len(r[j]) for r in cells)) for j, c in enumerate(_REPORT_COLUMNS)]
-        lines = [' ' * first + ''.join('  ' + c.rjust(w) for c, w in zip(_REPORT_COLUMNS, widths))]
-        lines += [name.ljust(first) + ''.join('  ' + v.rjust(w) for v, w in zip(r, widths))
-                  for name, r in zip(rows, cells)]
-        print('\n'.join(lines))
+        print(_report_text(_report_rows(self.confusion_matrix(), self.vocab)))
