@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from .data.core import DataLoader, DataLoaders, Datasets
-from .data.transforms import FuncTransform, Pipeline, Transform
+from .data.transforms import FuncTransform, Pipeline, registered_transforms
 import minifast.losses as _losses
 
 # %% ../nbs/17_export.ipynb #c97d19ec
@@ -89,36 +89,34 @@ def is_channels_last(model) -> bool:
 # %% ../nbs/17_export.ipynb #756e3265
 _FORMAT, _VERSION = 'minifast-export', 2  # version 2 records the module of each transform and model builder
 
-def _minifast_subclasses(base):
-    found, todo = {}, [base]
-    while todo:
-        cls = todo.pop()
-        for sub in cls.__subclasses__():
-            todo.append(sub)
-            if sub.__module__.startswith('minifast.'): found[sub.__name__] = sub
-    return found
-
 def _import_minifast(module):
     "Import `module` if it is one of minifast's (where a class or builder of an export file lives)."
     if isinstance(module, str) and module.startswith('minifast.'): importlib.import_module(module)
 
+def _minifast_transform(name, module=None):
+    "The minifast `Transform` class registered as `module.name` (or `name`), or None: never a class from elsewhere."
+    reg = registered_transforms()
+    cls = reg.get(f'{module}.{name}') if module else None
+    cls = cls or reg.get(name)
+    return cls if cls is not None and cls.__module__.startswith('minifast.') else None
+
 def _describe_tfms(pipe, what):
-    out, registry = [], _minifast_subclasses(Transform)
+    out = []
     for t in pipe:
         if isinstance(t, FuncTransform): continue  # getters and plain functions: not part of inference
-        name = type(t).__name__
-        if registry.get(name) is not type(t):
+        name, module = type(t).__name__, type(t).__module__
+        if _minifast_transform(name, module) is not type(t):
             raise ValueError(f"export: the {what} transform {t!r} is not a minifast transform, so it cannot be "
                              "described without pickling code. Use learn.save() for the weights and rebuild the data "
                              "in code.")
-        out.append({'name': name, 'module': type(t).__module__, 'config': t.get_config()})
+        out.append({'name': name, 'module': module, 'config': t.get_config()})
     return out
 
 def _rebuild_tfms(descriptions):
     tfms = []
     for d in descriptions:
-        if d['name'] not in _minifast_subclasses(Transform): _import_minifast(d.get('module'))
-        cls = _minifast_subclasses(Transform).get(d['name'])
+        if _minifast_transform(d['name'], d.get('module')) is None: _import_minifast(d.get('module'))
+        cls = _minifast_transform(d['name'], d.get('module'))
         if cls is None: raise ValueError(f"load_learner: unknown transform {d['name']!r} in the export file.")
         tfms.append(cls(**d['config']))
     return tfms
@@ -248,7 +246,7 @@ def _inference_dls(desc, device):
     item = [Pipeline(_rebuild_tfms(d)) for d in desc['item_tfms']]
     batch = [Pipeline(_rebuild_tfms(d)) for d in desc['batch_tfms']]
     loaders = [DataLoader(dsets.subset(i), bs=64, shuffle=False, num_workers=0, device=device, after_item=item,
-                          after_batch=batch, n_inp=desc['n_inp'], kinds=desc['kinds']) for i in (0, 1)]
+                          after_batch=batch) for i in (0, 1)]
     return DataLoaders(*loaders)
 
 class ExportContents(NamedTuple):
@@ -271,9 +269,3 @@ def read_export(fname, cpu=True, allow_pickle=False) -> ExportContents:
     model.eval()
     return ExportContents(_inference_dls(desc, device), model.to(device), loss, desc['model'],
                           bool(desc.get('channels_last')))
-
-def __getattr__(name):
-    # the old home of load_learner, kept so that `from minifast.export import load_learner` works until the
-    # callers import it from minifast.learner (read at attribute access only: no import at module level)
-    if name == 'load_learner': return importlib.import_module('minifast.learner').load_learner
-    raise AttributeError(f"module 'minifast.export' has no attribute {name!r}")

@@ -13,14 +13,16 @@ import torchvision.transforms.v2.functional as TF
 from skimage import data as skdata
 
 from minifast.data.core import DataLoader, Datasets
-from minifast.data.transforms import Categorize, Pipeline
+from minifast.data.transforms import Categorize, Pipeline, Transform
 from minifast.vision import augment_batch as ab
+from minifast.vision import warp
 from minifast.vision.augment import aug_transforms as aug_transforms_from_augment
-from minifast.vision.augment_batch import (BatchResize, Brightness, Contrast, Dihedral, Flip, FusedGeometry, FusedLighting,
+from minifast.vision.augment_batch import (BatchResize, Brightness, Contrast, Dihedral, Flip, FusedGeometry,
+                                           FusedLighting,
                                            Hue, RandomResizedCropGPU, Rotate, Saturation, Warp, Zoom, aug_transforms,
                                            crop_mat, dihedral_mat, flip_mat, perspective_mat, rotate_mat, warp_batch,
                                            zoom_mat)
-from minifast.vision.core import IntToFloatTensor, Normalize, PILImage, ToTensor, imagenet_stats
+from minifast.vision.core import IntToFloatTensor, Normalize, imagenet_stats
 
 DEVICES = ['cpu'] + (['cuda'] if torch.cuda.is_available() else [])
 T = lambda *v: torch.tensor([float(o) for o in v])
@@ -42,7 +44,8 @@ def count_grid_sample(monkeypatch):
 
 
 def sampled(calls):
-    "{image shape: how many images were sampled} over grid_sample `calls` (a uint8 batch on the CPU is sampled a few images per call)."
+    """{image shape: how many images were sampled} over grid_sample `calls`
+    (a uint8 batch on the CPU is sampled a few images per call)."""
     counts = {}
     for n, *shape in calls: counts[tuple(shape)] = counts.get(tuple(shape), 0) + n
     return counts
@@ -56,7 +59,8 @@ def test_identity_is_exact():
     xb = torch.randint(0, 256, (2, 3, 9, 9), dtype=torch.uint8)
     torch.testing.assert_close(warp_batch(xb, ab._eye(2)), xb.float() / 255, atol=1e-5, rtol=0)
     # transforms whose random parameters all came out as "do nothing"
-    pipe = Pipeline(aug_transforms(p_affine=0., do_flip=False, max_lighting=0.) + [RandomResizedCropGPU(17, min_scale=1., ratio=(1, 1))])
+    pipe = Pipeline(aug_transforms(p_affine=0., do_flip=False,
+                                   max_lighting=0.) + [RandomResizedCropGPU(17, min_scale=1., ratio=(1, 1))])
     y = torch.rand(4, 3, 17, 17)
     for split_idx in (0, 1):
         torch.testing.assert_close(pipe(y, split_idx=split_idx, generator=gen(0)), y, atol=1e-5, rtol=0)
@@ -74,7 +78,8 @@ def test_exact_pixel_moves():
     assert all((got[k] - e).abs().max() < 1e-5 for k, e in enumerate(expected)), "8 different symmetries"
     y = torch.rand(1, 3, 10, 12)
     for ac in (True, False):
-        torch.testing.assert_close(warp_batch(y, crop_mat(T(3), T(2), T(6), T(5), (10, 12), ac), size=(5, 6), align_corners=ac),
+        torch.testing.assert_close(warp_batch(y, crop_mat(T(3), T(2), T(6), T(5), (10, 12), ac), size=(5, 6),
+                                              align_corners=ac),
                                    y[..., 2:7, 3:9], atol=1e-5, rtol=0)
 
 
@@ -84,15 +89,18 @@ def test_rotate_zoom_warp_match_torchvision():
     ours = warp_batch(x, rotate_mat(T(30), (20, 31)), pad_mode='zeros')
     torch.testing.assert_close(ours, TF.rotate(x, 30., interpolation=bil), atol=1e-4, rtol=0)
     ours = warp_batch(x, zoom_mat(T(1.3)), pad_mode='zeros')
-    torch.testing.assert_close(ours, TF.affine(x, angle=0., translate=[0, 0], scale=1.3, shear=[0., 0.], interpolation=bil),
+    torch.testing.assert_close(ours,
+                               TF.affine(x, angle=0., translate=[0, 0], scale=1.3, shear=[0., 0.], interpolation=bil),
                                atol=1e-4, rtol=0)
     mx, my, h, w = 0.15, -0.1, 20, 31
     corners = [(-1, -1), (1, -1), (1, 1), (-1, 1)]
-    to_px = lambda px, py: [(px + 1) / 2 * (w - 1) + 0.5, (py + 1) / 2 * (h - 1) + 0.5]   # torchvision: centres at i + 0.5
+    # torchvision: centres at i + 0.5
+    to_px = lambda px, py: [(px + 1) / 2 * (w - 1) + 0.5, (py + 1) / 2 * (h - 1) + 0.5]
     start = [to_px(cx * (1 + mx * cy), cy * (1 + my * cx)) for cx, cy in corners]
     end = [to_px(cx, cy) for cx, cy in corners]
     ours = warp_batch(x, perspective_mat(T(mx), T(my)), pad_mode='zeros')
-    torch.testing.assert_close(ours, TF.perspective(x, startpoints=start, endpoints=end, interpolation=bil), atol=1e-4, rtol=0)
+    torch.testing.assert_close(ours, TF.perspective(x, startpoints=start, endpoints=end, interpolation=bil), atol=1e-4,
+                               rtol=0)
 
 
 def test_zoom_window_stays_inside():
@@ -125,9 +133,11 @@ def test_one_grid_sample_per_batch(count_grid_sample):
 
 @pytest.mark.parametrize('threads', [1, 3])
 def test_uint8_batch_on_the_cpu_is_sampled_a_few_images_at_a_time_with_the_same_result(count_grid_sample, threads):
-    "One image per thread per call, converted to float just before (in the cache): the numbers of one call on the whole float batch."
+    """One image per thread per call, converted to float just before (in the cache): the numbers of one call on the
+    whole float batch."""
     x = torch.randint(0, 256, (7, 3, 30, 34), dtype=torch.uint8, generator=gen(0))
-    mats = rotate_mat(torch.linspace(-20, 20, 7), (30, 34)) @ perspective_mat(torch.linspace(-.2, .2, 7), torch.full((7,), .1))
+    mats = rotate_mat(torch.linspace(-20, 20, 7), (30, 34)) @ perspective_mat(torch.linspace(-.2, .2, 7),
+                                                                              torch.full((7,), .1))
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
@@ -135,9 +145,11 @@ def test_uint8_batch_on_the_cpu_is_sampled_a_few_images_at_a_time_with_the_same_
             count_grid_sample.clear()
             out = warp_batch(x, mats, size=(20, 16), mode=mode, pad_mode=pad)
             assert [n for n, *_ in count_grid_sample] == [threads] * (7 // threads) + [7 % threads] * (7 % threads > 0)
-            ref = F.grid_sample(x.float(), ab._grid(mats, (20, 16), True), mode=mode, padding_mode=pad, align_corners=True) * (1 / 255)
+            ref = F.grid_sample(x.float(), warp._grid(mats, (20, 16), True), mode=mode, padding_mode=pad,
+                                align_corners=True) * (1 / 255)
             assert out.dtype == torch.float32 and out.is_contiguous() and torch.equal(out, ref), (mode, pad)
-            cl = warp_batch(x, mats, size=(20, 16), mode=mode, pad_mode=pad, channels_last=True)   # written in that order directly
+            # written in that order directly
+            cl = warp_batch(x, mats, size=(20, 16), mode=mode, pad_mode=pad, channels_last=True)
             assert cl.is_contiguous(memory_format=torch.channels_last) and torch.equal(cl, ref)
     finally: torch.set_num_threads(before)
 
@@ -148,7 +160,8 @@ def test_samples_get_different_crops():
     out = crop(ramp, split_idx=0, generator=gen(0))
     assert all((out[i] - out[j]).abs().max() > 1e-3 for i in range(8) for j in range(i))
     mats = RandomResizedCropGPU(16, min_scale=0.3, ratio=(1, 1)).draw_mats(200, (48, 40), (16, 16), gen(1))
-    width, height = mats[:, 0, 0] * 39 + 1, mats[:, 1, 1] * 47 + 1   # align_corners: the scale is (width - 1) / (40 - 1)
+    # align_corners: the scale is (width - 1) / (40 - 1)
+    width, height = mats[:, 0, 0] * 39 + 1, mats[:, 1, 1] * 47 + 1
     area = width * height / (40 * 40)                                  # of the largest square window
     assert 0.3 - 0.05 < area.min() < 0.4 and area.max() > 0.9 and area.max() <= 1 + 1e-5
     same = RandomResizedCropGPU(16, min_scale=0.3, batch=True)(ramp, split_idx=0, generator=gen(0))
@@ -160,12 +173,14 @@ def test_prefilter_stops_aliasing():
     naive = warp_batch(board, rotate_mat(T(5, 10), (240, 240)), size=30, min_stride=None)
     smooth = warp_batch(board, rotate_mat(T(5, 10), (240, 240)), size=30)
     assert naive.std() > 0.1 and smooth.std() < 0.02 and (smooth.mean() - 0.5).abs() < 0.02
-    out = RandomResizedCropGPU(30, min_scale=0.8)(board, split_idx=0, generator=gen(0))   # via the transforms' stride bound
+    # via the transforms' stride bound
+    out = RandomResizedCropGPU(30, min_scale=0.8)(board, split_idx=0, generator=gen(0))
     assert out.std() < 0.05
 
 
 def test_plain_resize_of_uint8_on_the_cpu(count_grid_sample):
-    "Identity matrices (BatchResize, the validation crop of square images): torch's uint8 resize, 1/255 from the float path."
+    """Identity matrices (BatchResize, the validation crop of square images): torch's uint8 resize,
+    1/255 from the float path."""
     x = torch.randint(0, 256, (4, 3, 40, 40), dtype=torch.uint8, generator=gen(0))
     out = BatchResize(24)(x)
     assert count_grid_sample == [] and out.dtype == torch.float32 and out.shape == (4, 3, 24, 24)
@@ -181,8 +196,10 @@ def test_plain_resize_of_uint8_on_the_cpu(count_grid_sample):
     assert sampled(count_grid_sample) == {(3, 24, 24): 4}
     Pipeline(aug_transforms(size=24, min_scale=0.5))(x[..., :36], split_idx=1)   # not square: a real crop, sampled
     assert sampled(count_grid_sample) == {(3, 24, 24): 8}
-    turned = rotate_mat(T(10, -20, 30, 5), (40, 40))   # a stride of 5 again, but not a plain resize: prefilter, then sample
-    torch.testing.assert_close(warp_batch(x, turned, size=8), warp_batch(x.float() / 255, turned, size=8), atol=1.01 / 255, rtol=0)
+    # a stride of 5 again, but not a plain resize: prefilter, then sample
+    turned = rotate_mat(T(10, -20, 30, 5), (40, 40))
+    torch.testing.assert_close(warp_batch(x, turned, size=8), warp_batch(x.float() / 255, turned, size=8),
+                               atol=1.01 / 255, rtol=0)
 
 
 # ---- quality: fused versus a chain of resamplings --------------------------------------------------------------
@@ -199,7 +216,8 @@ def reference(mats, out_hw, k=4):
     gy, gx = torch.meshgrid(ys, xs, indexing='ij')
     pts = torch.stack([gx, gy, torch.ones_like(gx)], -1).view(-1, 3) @ mats[0].double().T
     grid = (pts[:, :2] / pts[:, 2:]).view(1, oh * k, ow * k, 2)
-    return F.avg_pool2d(F.grid_sample(ORIG, grid, mode='bicubic', padding_mode='reflection', align_corners=True), k).float()
+    return F.avg_pool2d(F.grid_sample(ORIG, grid, mode='bicubic', padding_mode='reflection', align_corners=True),
+                        k).float()
 
 
 def psnr(a, b): return float(10 * torch.log10(1 / F.mse_loss(a.clamp(0, 1), b.clamp(0, 1))))
@@ -207,7 +225,8 @@ def psnr(a, b): return float(10 * torch.log10(1 / F.mse_loss(a.clamp(0, 1), b.cl
 
 @pytest.mark.parametrize('presize,out,crop_px', [(256, 224, 180), (512, 128, 400)])
 def test_fused_beats_chain(presize, out, crop_px):
-    src = ORIG.float() if presize == 512 else F.interpolate(ORIG.float(), size=(presize, presize), mode='bilinear', antialias=True)
+    src = ORIG.float() if presize == 512 else F.interpolate(ORIG.float(), size=(presize, presize), mode='bilinear',
+                                                            antialias=True)
     p = presize
     rot, zoom = rotate_mat(T(20), (p, p)), zoom_mat(T(1.15), T(0.6), T(0.4))
     crop = crop_mat(T(0.1 * p), T(0.05 * p), T(crop_px), T(crop_px), (p, p))
@@ -241,7 +260,8 @@ def test_validation_is_a_centre_crop_resize():
     expected = F.interpolate(x[..., :, 10:50], size=(24, 24), mode='bilinear', align_corners=True)   # centre square
     torch.testing.assert_close(val, expected, atol=1e-5, rtol=0)
     tall = Pipeline(aug_transforms(size=(24, 12), max_lighting=0.))(x, split_idx=1)   # window of the output's shape
-    torch.testing.assert_close(tall, F.interpolate(x[..., :, 20:40], size=(24, 12), mode='bilinear', align_corners=True),
+    torch.testing.assert_close(tall,
+                               F.interpolate(x[..., :, 20:40], size=(24, 12), mode='bilinear', align_corners=True),
                                atol=1e-5, rtol=0)
     torch.testing.assert_close(Pipeline(aug_transforms())(x, split_idx=1), x, atol=0, rtol=0)   # no size: untouched
 
@@ -372,7 +392,8 @@ def test_names_and_defaults_follow_fastai():
     assert list(inspect.signature(RandomResizedCropGPU).parameters)[:3] == ['size', 'min_scale', 'ratio']
     assert defaults(RandomResizedCropGPU)['min_scale'] == 0.08 and defaults(RandomResizedCropGPU)['ratio'] == (3/4, 4/3)
     assert defaults(Flip)['p'] == defaults(Dihedral)['p'] == 0.5
-    assert (defaults(Rotate), defaults(Zoom), defaults(Warp)) == (dict(max_deg=10., p=0.5), dict(min_zoom=1., max_zoom=1.1, p=0.5),
+    assert (defaults(Rotate), defaults(Zoom), defaults(Warp)) == (dict(max_deg=10., p=0.5),
+                                                                  dict(min_zoom=1., max_zoom=1.1, p=0.5),
                                                                    dict(magnitude=0.2, p=0.5))
     for cls in (Brightness, Contrast, Saturation): assert defaults(cls) == dict(max_lighting=0.2, p=0.75, batch=False)
     assert defaults(Hue) == dict(max_hue=0.1, p=0.75, batch=False)
@@ -420,7 +441,8 @@ def test_options():
     assert aug_transforms_from_augment is aug_transforms
     assert [type(t) for t in aug_transforms(mult=0., do_flip=False)] == [Zoom]   # mult scales rotation, lighting, warp
     tfms = aug_transforms(mult=2., min_zoom=0.9)
-    assert next(t for t in tfms if isinstance(t, Rotate)).max_deg == 20. and next(t for t in tfms if isinstance(t, Warp)).magnitude == 0.4
+    first_of = lambda cls: next(t for t in tfms if isinstance(t, cls))
+    assert first_of(Rotate).max_deg == 20. and first_of(Warp).magnitude == 0.4
     single = Rotate(p=1.)(x[0], split_idx=0)   # one image (C, H, W) works too
     assert single.shape == (3, 30, 30)
     assert BatchResize((10, 20))(x).shape == (2, 3, 10, 20)
@@ -430,10 +452,12 @@ def test_errors_name_the_culprit():
     with pytest.raises(ValueError, match='pad_mode'): Rotate(pad_mode='mirror')
     with pytest.raises(ValueError, match='p=1.5'): Flip(p=1.5)
     with pytest.raises(ValueError, match='min_scale'): RandomResizedCropGPU(16, min_scale=0.)
-    with pytest.raises(ValueError, match='Two transforms set the output size'): Pipeline([RandomResizedCropGPU(16), BatchResize(8)])
+    with pytest.raises(ValueError, match='Two transforms set the output '
+                                         'size'): Pipeline([RandomResizedCropGPU(16), BatchResize(8)])
     with pytest.raises(ValueError, match='different mode'): Pipeline([Rotate(), Zoom(mode='nearest')])
-    with pytest.raises(ValueError, match=r'expected \(2, 3, 3\)'): warp_batch(torch.rand(2, 3, 4, 4), torch.eye(3)[None])
-    with pytest.raises(ValueError, match="Unknown batch transform 'Blur'"): FusedGeometry([{'name': 'Blur', 'config': {}}])
+    with pytest.raises(ValueError, match=r'expected \(2, 3, 3\)'):
+        warp_batch(torch.rand(2, 3, 4, 4), torch.eye(3)[None])
+    with pytest.raises(ValueError, match="Unknown transform 'Blur'"): FusedGeometry([{'name': 'Blur', 'config': {}}])
 
 
 def test_int_to_float_is_left_to_the_fused_geometry():
@@ -442,7 +466,43 @@ def test_int_to_float_is_left_to_the_fused_geometry():
     assert not any(isinstance(t, IntToFloatTensor) for t in pipe)
     x = torch.randint(0, 256, (4, 3, 40, 48), dtype=torch.uint8)
     fused = pipe(x, split_idx=0, generator=torch.Generator().manual_seed(3))
-    first = Pipeline(aug_transforms(size=24, max_lighting=0.))(x.float() / 255, split_idx=0, generator=torch.Generator().manual_seed(3))
+    first = Pipeline(aug_transforms(size=24, max_lighting=0.))(x.float() / 255, split_idx=0,
+                                                               generator=torch.Generator().manual_seed(3))
     assert fused.dtype == torch.float32 and 0 <= float(fused.min()) and float(fused.max()) <= 1
     torch.testing.assert_close(fused, first, atol=1e-5, rtol=1e-5)
-    assert any(isinstance(t, IntToFloatTensor) for t in Pipeline([IntToFloatTensor(), Normalize.from_stats(*imagenet_stats)]))
+    assert any(isinstance(t, IntToFloatTensor)
+               for t in Pipeline([IntToFloatTensor(), Normalize.from_stats(*imagenet_stats)]))
+
+
+def test_a_transform_defined_here_is_found_by_name_and_rebuilt_from_its_config():
+    """Every Transform subclass registers itself: `transform_class` finds one defined in a test,
+    and FusedLighting rebuilds it."""
+    from minifast.data.transforms import registered_transforms, transform_class
+
+    class Darker(Brightness):
+        def get_config(self): return {'max_lighting': self.max_lighting, 'p': self.p, 'batch': self.batch}
+
+    assert transform_class('Darker') is Darker
+    assert transform_class(f'{Darker.__module__}.{Darker.__qualname__}') is Darker
+    assert registered_transforms()['Darker'] is Darker
+    rebuilt = FusedLighting([{'name': 'Darker', 'config': {'max_lighting': 0.3, 'p': 1., 'batch': False}}])
+    assert type(rebuilt.tfms[0]) is Darker and rebuilt.tfms[0].max_lighting == 0.3
+
+
+def test_an_unknown_transform_name_lists_the_known_ones_and_says_what_to_import():
+    from minifast.data.transforms import transform_class
+    with pytest.raises(ValueError) as e: transform_class('Blur')
+    msg = str(e.value)
+    assert "'Blur'" in msg and "'Flip'" in msg and "'Categorize'" in msg and 'import minifast.vision.all' in msg
+
+
+def test_a_user_class_named_like_a_minifast_one_does_not_replace_it():
+    """A user's `Flip` keeps its qualified name only: `transform_class('Flip')` (what an export file names)
+    stays minifast's."""
+    from minifast.data.transforms import transform_class
+
+    class Flip(Transform):   # noqa: F811  (the clash is the point)
+        pass
+
+    assert transform_class('Flip') is ab.Flip
+    assert transform_class(f'{Flip.__module__}.{Flip.__qualname__}') is Flip

@@ -9,8 +9,10 @@ from minifast.cli import main, run_demo
 def test_demo_runs_end_to_end_and_predict_uses_the_export(tmp_path, capsys):
     out = tmp_path/'demo'
     lines = []
-    res = run_demo(out=out, epochs=1, size=32, presize=40, bs=16, n_per_breed=4, lr_find_iters=8, num_workers=0, print_fn=lines.append)
-    for name in ('show_batch.png', 'lr_find.png', 'loss.png', 'confusion_matrix.png', 'most_confused.txt', 'model.pkl', 'results.json'):
+    res = run_demo(out=out, epochs=1, size=32, presize=40, bs=16, n_per_breed=4, lr_find_iters=8, num_workers=0,
+                   print_fn=lines.append)
+    for name in ('show_batch.png', 'lr_find.png', 'loss.png', 'confusion_matrix.png', 'most_confused.txt', 'model.pkl',
+                 'results.json'):
         assert (out/name).stat().st_size > 0, name
     saved = json.loads((out/'results.json').read_text())
     assert 0 <= saved['error_rate'] <= 1

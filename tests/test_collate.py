@@ -19,7 +19,8 @@ def noisy_folder(tmp_path):
     for label in ('a', 'b'):
         (tmp_path/label).mkdir()
         for i in range(6):
-            Image.fromarray(rng.integers(0, 256, (30 + i, 40, 3), dtype=np.uint8)).save(tmp_path/label/f'{label}_{i}.jpg')
+            noise = rng.integers(0, 256, (30 + i, 40, 3), dtype=np.uint8)
+            Image.fromarray(noise).save(tmp_path/label/f'{label}_{i}.jpg')
     return tmp_path
 
 
@@ -62,5 +63,40 @@ def test_mismatched_sizes_still_name_the_shapes_and_the_fix(noisy_folder):
     block = DataBlock(blocks=(ImageBlock, CategoryBlock), get_items=get_image_files, get_y=parent_label,
                       splitter=RandomSplitter(valid_pct=0.5, seed=0))
     dl = block.dataloaders(noisy_folder, bs=4, device='cpu', num_workers=0, seed=0).valid
-    with pytest.raises(RuntimeError, match=r"element 0 \(image\) has \d different shapes: \(3, 3\d, 40\).*item_tfms=Resize\("):
+    with pytest.raises(RuntimeError, match=r"element 0 \(image\) has \d different shapes: "
+                                           r"\(3, 3\d, 40\).*item_tfms=Resize\("):
         next(iter(dl))
+
+
+def _sound_loader():
+    dsets = core.Datasets(list(range(6)), [[lambda i: torch.full((4,), float(i))], [lambda i: f'beep{i}']],
+                          splits=(range(4), range(4, 6)), kinds=('sound', 'label'))
+    return core.DataLoader(dsets.train, bs=4, device='cpu', num_workers=0)
+
+
+def test_show_batch_uses_the_show_function_registered_for_the_kind(monkeypatch):
+    """data.core draws nothing itself: a show function a test registers for 'sound' gets the decoded samples
+    and the kinds."""
+    monkeypatch.setattr(core, '_show_functions', dict(core._show_functions))   # leave the real registry as it was
+    calls = []
+    core.register_show('sound', lambda samples, kinds, **kwargs: calls.append((samples, kinds, kwargs)) or 'figure')
+    assert _sound_loader().show_batch(max_n=2, nrows=1) == 'figure'
+    (samples, kinds, kwargs), = calls
+    assert kinds == ('sound', 'label') and kwargs['nrows'] == 1
+    assert [s[1] for s in samples] == ['beep0', 'beep1'] and torch.equal(samples[1][0], torch.full((4,), 1.))
+
+
+def test_show_batch_without_a_show_function_says_what_to_import(monkeypatch):
+    monkeypatch.setattr(core, '_show_functions', {})
+    with pytest.raises(ValueError, match=r"show_batch: no show function is registered for samples of kinds "
+                                         r"\['sound', 'label'\].*import minifast.vision.all"):
+        _sound_loader().show_batch()
+
+
+def test_the_loader_reads_n_inp_kinds_and_vocab_from_its_datasets():
+    "One source of truth: the Datasets; a loader over a plain dataset has one input and no kinds."
+    dl = _sound_loader()
+    assert dl.dsets is dl.dataset.dsets and (dl.n_inp, dl.kinds, dl.vocab) == (1, ('sound', 'label'), None)
+    assert not hasattr(dl.dataset, 'kinds'), "DatasetSubset forwards nothing: read the Datasets through dl.dsets"
+    plain = core.DataLoader([(torch.zeros(2), 0)] * 3, bs=2, device='cpu', num_workers=0)
+    assert (plain.dsets, plain.n_inp, plain.kinds, plain.vocab) == (None, 1, None, None)

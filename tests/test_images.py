@@ -113,7 +113,8 @@ def _gradient(w, h):
 
 def test_phone_mpo_jpeg_is_decoded_small_like_a_jpeg(tmp_path):
     "Phone cameras write MPO files (a JPEG plus appended previews) named .jpg; PIL says format 'MPO'."
-    _gradient(800, 600).save(tmp_path/'phone.jpg', format='MPO', save_all=True, append_images=[_gradient(160, 120)], quality=95)
+    _gradient(800, 600).save(tmp_path/'phone.jpg', format='MPO', save_all=True, append_images=[_gradient(160, 120)],
+                             quality=95)
     with Image.open(tmp_path/'phone.jpg') as img: assert img.format == 'MPO' and img.n_frames == 2
     full, small = load_image(tmp_path/'phone.jpg'), load_image(tmp_path/'phone.jpg', draft_size=150)
     assert full.size == (800, 600) and small.size == (200, 150), "decoded at 1/4 scale, as a plain JPEG is"

@@ -51,7 +51,8 @@ def test_confusion_matrix_against_hand_count():
 def test_confusion_matrix_small_by_hand():
     targs = torch.tensor([0, 0, 0, 1, 2, 2])
     decoded = torch.tensor([0, 1, 1, 1, 0, 2])
-    interp = ClassificationInterpretation(torch.zeros(6, 3), targs, torch.zeros(6), decoded=decoded, vocab=['x', 'y', 'z'])
+    interp = ClassificationInterpretation(torch.zeros(6, 3), targs, torch.zeros(6), decoded=decoded,
+                                          vocab=['x', 'y', 'z'])
     assert interp.confusion_matrix().tolist() == [[1, 2, 0], [0, 1, 0], [1, 0, 1]]
 
 
@@ -89,7 +90,8 @@ def test_top_losses_are_the_largest():
 def test_classification_report_against_hand_values():
     targs = torch.tensor([0, 0, 0, 1, 1, 2])
     decoded = torch.tensor([0, 0, 1, 1, 2, 2])
-    interp = ClassificationInterpretation(torch.zeros(6, 3), targs, torch.zeros(6), decoded=decoded, vocab=['a', 'b', 'c'])
+    interp = ClassificationInterpretation(torch.zeros(6, 3), targs, torch.zeros(6), decoded=decoded,
+                                          vocab=['a', 'b', 'c'])
     r = interp.classification_report()
     # a: tp 2, predicted 2, actual 3; b: tp 1, predicted 2, actual 2; c: tp 1, predicted 2, actual 1
     assert r.loc['a', 'precision'] == pytest.approx(1.0) and r.loc['a', 'recall'] == pytest.approx(2 / 3)
@@ -229,7 +231,8 @@ cm = interp.confusion_matrix(); mc = interp.most_confused(min_val=2); rep = inte
 top = interp.top_losses(9)
 elapsed = time.perf_counter() - t
 # the peak after, less the memory in use before: an upper bound on what the views needed at once
-print(json.dumps({'extra_peak_mb': peak_mb() - before, 'rss_before_mb': before, 'peak_before_mb': peak_before, 'preds_mb': preds.numel() * 4 / 2**20, 'seconds': elapsed,
+print(json.dumps({'extra_peak_mb': peak_mb() - before, 'rss_before_mb': before, 'peak_before_mb': peak_before,
+                  'preds_mb': preds.numel() * 4 / 2**20, 'seconds': elapsed,
                   'cm_sum': int(cm.sum()), 'diag': int(cm.trace()), 'correct': int((decoded == targs).sum()),
                   'n_report_rows': len(rep)}))
 """
@@ -275,12 +278,15 @@ print(json.dumps({'extra_peak_mb': peak_mb() - before, 'preds_mb': n * c * 4 / 2
 
 
 def test_from_learner_on_50k_items_1000_classes_keeps_one_copy():
-    "The whole inference pass: softmax batch by batch and a concatenation that frees as it copies, so the scores exist once."
+    """The whole inference pass: softmax batch by batch and a concatenation that frees as it copies,
+    so the scores exist once."""
     import os
-    # a fixed mmap threshold makes freed blocks leave the resident size, so it measures what is really in use; minifast's
-    # own allocator setting (keep_freed_memory) keeps blocks in the heap, where the resident size depends on its layout
+    # a fixed mmap threshold makes freed blocks leave the resident size, so it measures what is really in use;
+    # minifast's own allocator setting (keep_freed_memory) keeps blocks in the heap, where the resident size depends
+    # on its layout
     env = dict(os.environ, MALLOC_MMAP_THRESHOLD_='131072', MINIFAST_KEEP_FREED_MEMORY='0', OMP_NUM_THREADS='1')
-    out = subprocess.run([sys.executable, '-c', _FROM_LEARNER_SCRIPT], capture_output=True, text=True, timeout=300, env=env)
+    out = subprocess.run([sys.executable, '-c', _FROM_LEARNER_SCRIPT], capture_output=True, text=True, timeout=300,
+                         env=env)
     assert out.returncode == 0, out.stderr
     res = json.loads(out.stdout.strip().splitlines()[-1])
     print(res)

@@ -115,16 +115,20 @@ def test_different_sizes_and_seeds_get_their_own_folders_and_coexist(home, monke
     before = _stamp(small)
     monkeypatch.setattr(tp, 'draw_toy_pet', _plain_pet)
     big, other_seed, default = toy_pets(n_per_breed=3), toy_pets(n_per_breed=1, seed=7), toy_pets()
-    assert (small.name, big.name, other_seed.name, default.name) == ('toy_pets_n1', 'toy_pets_n3', 'toy_pets_n1_seed7', 'toy_pets')
-    assert len({small, big, other_seed, default}) == 4 and all(p.parent == home/'data' for p in (small, big, other_seed, default))
+    assert (small.name, big.name, other_seed.name, default.name) == ('toy_pets_n1', 'toy_pets_n3', 'toy_pets_n1_seed7',
+                                                                     'toy_pets')
+    assert len({small, big, other_seed, default}) == 4 and all(p.parent == home/'data'
+                                                               for p in (small, big, other_seed, default))
     assert _stamp(small) == before   # untouched by the others
     assert [len(_files(p)) for p in (small, big, other_seed, default)] == [37, 111, 37, 1480]
     assert toy_pets(n_per_breed=1) == small and _stamp(small) == before   # still complete: reused, not drawn again
-    assert sorted(p.name for p in (home/'data').iterdir()) == ['toy_pets', 'toy_pets_n1', 'toy_pets_n1_seed7', 'toy_pets_n3']
+    assert sorted(p.name for p in (home/'data').iterdir()) == ['toy_pets', 'toy_pets_n1', 'toy_pets_n1_seed7',
+                                                               'toy_pets_n3']
 
 
 def test_a_folder_another_process_finished_meanwhile_is_kept(tmp_path, monkeypatch):
-    "Two processes drawing the same folder: the one finishing second keeps the first one's folder (a reader may be in it)."
+    """Two processes drawing the same folder: the one finishing second keeps the first one's folder
+    (a reader may be in it)."""
     root = tmp_path/'pets'
     real_draw_all = tp._draw_all
     def draw_all_while_another_finishes(folder, n_per_breed, seed):

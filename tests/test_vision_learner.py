@@ -50,7 +50,9 @@ def test_lite0_learner_transfer_learning(dls):
     assert len(learn.recorder.values) == 1
 
 
-@pytest.mark.parametrize('arch,nf', [('resnet18', 512), ('efficientnet_b0', 1280), ('regnet_y_400mf', 440), ('convnext_tiny', 768)])
+@pytest.mark.parametrize('arch,nf',
+                         [('resnet18', 512), ('efficientnet_b0', 1280), ('regnet_y_400mf', 440),
+                          ('convnext_tiny', 768)])
 def test_bodies_are_cut_before_pooling(arch, nf):
     model = create_vision_model(arch, 5, pretrained=False)
     body, head = model
@@ -60,7 +62,8 @@ def test_bodies_are_cut_before_pooling(arch, nf):
     assert model(torch.zeros(2, 3, 64, 64)).shape == (2, 5)
 
 
-@pytest.mark.parametrize('arch', ['resnet18', 'resnet50', 'resnet152', 'convnext_tiny', 'efficientnet_b0', 'regnet_y_400mf',
+@pytest.mark.parametrize('arch',
+                         ['resnet18', 'resnet50', 'resnet152', 'convnext_tiny', 'efficientnet_b0', 'regnet_y_400mf',
                                   'efficientnet_lite0'])
 def test_three_layer_groups_cover_the_model(arch):
     from minifast.vision.learner import get_arch, vision_splitter
@@ -156,7 +159,7 @@ def test_bad_cut_names_the_stages(cut):
 
 
 def test_cut_learner_has_three_non_empty_groups_and_exports(dls, tmp_path):
-    from minifast.export import load_learner
+    from minifast.learner import load_learner
     learn = vision_learner(dls, efficientnet_lite0, cut=5, path=tmp_path)
     groups = learn.splitter(learn.model)
     assert len(groups) == 3 and all(groups), "a body cut before split_at is split half-way, no empty group"
@@ -178,14 +181,17 @@ def test_function_cut_learner_has_body_and_head_groups_and_needs_pickle_to_expor
 
 
 # ---- channels-last ------------------------------------------------------------------------------------
-def _conv_weights(model): return [p for p in model.parameters() if p.ndim == 4 and p.shape[2] * p.shape[3] > 1 and p.shape[1] > 1]  # a 1x1 or depthwise kernel is both layouts
+def _conv_weights(model):
+    # a 1x1 or depthwise kernel is both layouts
+    return [p for p in model.parameters() if p.ndim == 4 and p.shape[2] * p.shape[3] > 1 and p.shape[1] > 1]
 
 
 def test_vision_learner_stores_conv_weights_channels_last_by_default(dls):
     from minifast.learner import is_channels_last
     learn = vision_learner(dls, resnet18, pretrained=False)
     assert learn.channels_last and is_channels_last(learn.model)
-    assert all(p.is_contiguous(memory_format=torch.channels_last) and not p.is_contiguous() for p in _conv_weights(learn.model))
+    assert all(p.is_contiguous(memory_format=torch.channels_last) and not p.is_contiguous()
+               for p in _conv_weights(learn.model))
     plain = vision_learner(dls, resnet18, pretrained=False, channels_last=False)
     assert not plain.channels_last and all(p.is_contiguous() for p in _conv_weights(plain.model))
 
@@ -226,7 +232,7 @@ def test_to_channelslast_mid_training_converts_the_optimiser_state(dls):
 
 
 def test_export_and_load_keep_the_memory_format(dls, tmp_path):
-    from minifast.export import load_learner
+    from minifast.learner import load_learner
     for channels_last in (True, False):
         learn = vision_learner(dls, resnet18, pretrained=False, channels_last=channels_last)
         learn.export(tmp_path/f'm{channels_last}.pkl')
@@ -235,3 +241,22 @@ def test_export_and_load_keep_the_memory_format(dls, tmp_path):
         x = torch.randn(2, 3, 32, 32)
         learn.model.eval()
         with torch.no_grad(): torch.testing.assert_close(loaded.model(x), learn.model(x), rtol=1e-4, atol=1e-4)
+
+
+def test_a_registered_arch_family_plugs_in_without_new_code(monkeypatch):
+    "A new family (here a tiny conv net) is one register_arch_family call; vision_learner builds, cuts and splits it."
+    from torch import nn
+    from minifast.vision import learner as vl
+    monkeypatch.setattr(vl, 'arch_families', dict(vl.arch_families))
+    built = []
+
+    def build(name, pretrained=False, weights_path=None, progress=True):
+        built.append((name, pretrained))
+        return nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Conv2d(4, 8, 3), nn.AdaptiveAvgPool2d(1))
+
+    vl.register_arch_family('tiny', build, body=lambda m: m[:3])
+    arch = vl.Arch('tiny_net', split_at=2, family='tiny')
+    model = vl.create_vision_model(arch, 5, pretrained=False)
+    assert built == [('tiny_net', False)] and len(model[0]) == 3
+    assert [len(g) for g in arch.splitter(model[0])(model)] == [2, 2, len(list(model[1].parameters()))]
+    with pytest.raises(ValueError, match=r"unknown family 'timm'.*register_arch_family"): vl.Arch('x', 2, family='timm')

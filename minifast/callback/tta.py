@@ -11,7 +11,7 @@ import copy
 import torch
 
 from ..core import import_pandas, listify
-from ..data.core import DataLoaders, DatasetSubset
+from ..data.core import DatasetSubset
 
 # %% ../../nbs/19b_callback.tta.ipynb #167a2afd
 def tta(learn, ds_idx=1, dl=None, n=4, beta=0.25, use_max=False):

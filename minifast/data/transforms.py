@@ -5,12 +5,14 @@
 # %% auto #0
 __all__ = ['image_extensions', 'get_files', 'get_image_files', 'RandomSplitter', 'IndexSplitter', 'FuncSplitter',
            'GrandparentSplitter', 'ColSplitter', 'RegexLabeller', 'using_attr', 'parent_label', 'ColReader',
-           'Transform', 'FuncTransform', 'as_transform', 'Pipeline', 'CategoryMap', 'Categorize', 'MultiCategorize']
+           'Transform', 'transform_class', 'registered_transforms', 'FuncTransform', 'as_transform', 'Pipeline',
+           'CategoryMap', 'Categorize', 'MultiCategorize']
 
 # %% ../../nbs/01_data.transforms.ipynb #610160d4
 import mimetypes
 import os
 import re
+import weakref
 from pathlib import Path
 
 import torch
@@ -29,7 +31,8 @@ def get_files(path, extensions=None, recurse=True, folders=None, followlinks=Tru
     "Sorted paths of the files in `path` (and its subfolders if `recurse`) whose suffix is in `extensions`."
     path = Path(path)
     if not path.exists(): raise FileNotFoundError(f"get_files: the folder {path} does not exist. Check the path.")
-    if not path.is_dir(): raise NotADirectoryError(f"get_files: {path} is a file, not a folder. Pass the folder that holds your items.")
+    if not path.is_dir(): raise NotADirectoryError(f"get_files: {path} is a file, not a folder. "
+                                                   "Pass the folder that holds your items.")
     extensions = None if extensions is None else {e.lower() for e in listify(extensions)}
     folders = set(listify(folders))
     if not recurse:
@@ -41,7 +44,8 @@ def get_files(path, extensions=None, recurse=True, folders=None, followlinks=Tru
         if (st.st_dev, st.st_ino) in seen:  # a symlink back to a folder already walked: skip it
             dirs[:] = []; continue
         seen.add((st.st_dev, st.st_ino))
-        dirs[:] = sorted(d for d in dirs if not d.startswith('.') and (not folders or Path(root) != path or d in folders))
+        dirs[:] = sorted(d for d in dirs if not d.startswith('.')
+                         and (not folders or Path(root) != path or d in folders))
         res += [Path(root)/f for f in files if _keep(f, extensions)]
     return L(sorted(res))
 
@@ -61,7 +65,7 @@ class RandomSplitter:
 
     def __call__(self, items):
         _check_items(items, 'RandomSplitter')
-        seed = self.seed if self.seed is not None else int.from_bytes(os.urandom(8), 'little') >> 1
+        seed = self.seed if self.seed is not None else int(torch.randint(2**62, (1,)))
         order = torch.randperm(len(items), generator=torch.Generator().manual_seed(seed)).tolist()
         n_valid = int(self.valid_pct * len(items))
         return L(order[n_valid:]), L(order[:n_valid])
@@ -85,32 +89,38 @@ class FuncSplitter:
         return L(i for i, m in enumerate(mask) if not m), L(i for i, m in enumerate(mask) if m)
 
 class GrandparentSplitter:
-    "Split by the name of the grandparent folder: `path/train/cat/x.jpg` goes to training, `path/valid/...` to validation."
-    def __init__(self, train_name='train', valid_name='valid'): self.train_name, self.valid_name = train_name, valid_name
+    """Split by the name of the grandparent folder: `path/train/cat/x.jpg` goes to training,
+    `path/valid/...` to validation."""
+    def __init__(self, train_name='train', valid_name='valid'):
+        self.train_name, self.valid_name = train_name, valid_name
     def __call__(self, items):
         names = [Path(o).parent.parent.name for o in items]
-        train, valid = L(i for i, n in enumerate(names) if n == self.train_name), L(i for i, n in enumerate(names) if n == self.valid_name)
+        train = L(i for i, n in enumerate(names) if n == self.train_name)
+        valid = L(i for i, n in enumerate(names) if n == self.valid_name)
         if not train or not valid:
-            raise ValueError(f"GrandparentSplitter: found {len(train)} items under '{self.train_name}' and {len(valid)} under "
-                             f"'{self.valid_name}' grandparent folders (e.g. {items[0]}). Pass train_name= and valid_name= "
-                             f"matching your folder names.")
+            raise ValueError(f"GrandparentSplitter: found {len(train)} items under '{self.train_name}' and "
+                             f"{len(valid)} under '{self.valid_name}' grandparent folders (e.g. {items[0]}). "
+                             "Pass train_name= and valid_name= matching your folder names.")
         return train, valid
 
 class ColSplitter:
     "Split a DataFrame's rows by the boolean column `col` (true means validation)."
     def __init__(self, col='is_valid'): self.col = col
     def __call__(self, df):
-        if self.col not in df.columns: raise KeyError(f"ColSplitter: the DataFrame has no column '{self.col}' (columns: {list(df.columns)}).")
+        if self.col not in df.columns: raise KeyError(f"ColSplitter: the DataFrame has no column '{self.col}' "
+                                                      f"(columns: {list(df.columns)}).")
         mask = df[self.col].astype(bool).tolist()
         return L(i for i, m in enumerate(mask) if not m), L(i for i, m in enumerate(mask) if m)
 
 # %% ../../nbs/01_data.transforms.ipynb #b0a46aa4
 class RegexLabeller:
-    "Label an item with the first group of the regular expression `pat` (searched, or matched from the start if `match`)."
+    """Label an item with the first group of the regular expression `pat`
+    (searched, or matched from the start if `match`)."""
     def __init__(self, pat, match=False):
         self.pat = re.compile(pat)
         self.match = match
-        if self.pat.groups < 1: raise ValueError(f"RegexLabeller: the pattern {pat!r} has no group; put the label part in parentheses, e.g. r'(.+)_\\d+.jpg$'.")
+        if self.pat.groups < 1: raise ValueError(f"RegexLabeller: the pattern {pat!r} has no group; "
+                                                 "put the label part in parentheses, e.g. r'(.+)_\\d+.jpg$'.")
 
     def __call__(self, o):
         text = o.as_posix() if isinstance(o, Path) else str(o)
@@ -140,7 +150,8 @@ class ColReader:
         if isinstance(col, int): o = row.iloc[col] if hasattr(row, 'iloc') else row[col]
         else:
             try: o = row[col]
-            except KeyError: raise KeyError(f"ColReader: the row has no column {col!r}; available: {list(getattr(row, 'index', []))}.") from None
+            except KeyError: raise KeyError(f"ColReader: the row has no column {col!r}; available: "
+                                            f"{list(getattr(row, 'index', []))}.") from None
         if self.label_delim is not None: return str(o).split(self.label_delim)
         if self.pref or self.suff:
             return (Path(self.pref)/f"{o}{self.suff}") if isinstance(self.pref, Path) else f"{self.pref}{o}{self.suff}"
@@ -156,6 +167,10 @@ class Transform:
     split_idx = None  # None: every split; 0: training only; 1: validation only
     order = 0
 
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        _register(cls)   # so an export file can name it and `transform_class` find it again
+
     def __call__(self, x, split_idx=None, generator=None):
         if self.split_idx is not None and split_idx != self.split_idx: return x
         return self.encodes(x)
@@ -169,6 +184,34 @@ class Transform:
         args = ', '.join(f"{k}={v!r}" for k, v in self.get_config().items())
         return f"{type(self).__name__}({args})"
 
+# %% ../../nbs/01_data.transforms.ipynb #b4a9d50f
+_registry = weakref.WeakValueDictionary()   # key -> class; a class defined in a function goes when it is freed
+
+def _qualified(cls) -> str: return f"{cls.__module__}.{cls.__qualname__}"
+def _is_minifast(cls) -> bool: return cls.__module__.startswith('minifast.')
+
+def _register(cls):
+    """Record `cls` under its qualified name, and under its short name unless a class from elsewhere or
+    minifast holds it."""
+    _registry[_qualified(cls)] = cls
+    holder = _registry.get(cls.__name__)
+    if holder is None or _qualified(holder) == _qualified(cls) or (_is_minifast(cls) and not _is_minifast(holder)):
+        _registry[cls.__name__] = cls
+
+def transform_class(name: str) -> type:
+    "The `Transform` subclass registered as `name`: a class name (`'Flip'`) or a qualified one (`'mypkg.tfms.Flip'`)."
+    cls = _registry.get(name)
+    if cls is not None: return cls
+    known = sorted(k for k in _registry if '.' not in k)
+    raise ValueError(f"Unknown transform {name!r}: no imported module defines a Transform subclass of that name "
+                     f"(known: {known}). Import the module that defines it first; minifast's image and augmentation "
+                     f"transforms are registered by `import minifast.vision.all`.")
+
+def registered_transforms() -> dict:
+    "Every registered key (short names and qualified `module.ClassName` names), sorted, with its class."
+    return dict(sorted(_registry.items()))
+
+# %% ../../nbs/01_data.transforms.ipynb #c45adcb7
 class FuncTransform(Transform):
     "Wrap a plain function `func(x) -> x` as a `Transform`."
     def __init__(self, func, order=0):
@@ -212,7 +255,7 @@ class Pipeline:
     def __iter__(self): return iter(self.tfms)
     def __repr__(self): return f"Pipeline: {' -> '.join(map(repr, self.tfms)) or '(empty)'}"
 
-# %% ../../nbs/01_data.transforms.ipynb #cbdc83f8
+# %% ../../nbs/01_data.transforms.ipynb #ff26b054
 class CategoryMap:
     "The sorted list of class names (`vocab`) and its reverse mapping `o2i`."
     def __init__(self, labels, sort=True):
@@ -231,8 +274,11 @@ class CategoryMap:
     def __getitem__(self, i): return self.items[i]
     def __iter__(self): return iter(self.items)
     def __eq__(self, other): return list(self) == list(other)
-    def __repr__(self): return f"CategoryMap({self.items!r})" if len(self) <= 10 else f"CategoryMap({len(self)} classes: {self.items[:10]!r} ...)"
+    def __repr__(self):
+        if len(self) <= 10: return f"CategoryMap({self.items!r})"
+        return f"CategoryMap({len(self)} classes: {self.items[:10]!r} ...)"
 
+# %% ../../nbs/01_data.transforms.ipynb #d05b7652
 def _known(vocab, label):
     try: return label in vocab.o2i
     except TypeError: return False   # unhashable: never a class name
@@ -248,7 +294,8 @@ class Categorize(Transform):
         if self.vocab is None: self.vocab = CategoryMap(labels, sort=self.sort)
 
     def encodes(self, label):
-        if self.vocab is None: raise RuntimeError("Categorize has no vocabulary yet: call setup(train_labels) or pass vocab=.")
+        if self.vocab is None: raise RuntimeError("Categorize has no vocabulary yet: "
+                                                  "call setup(train_labels) or pass vocab=.")
         return torch.tensor(self.vocab.index(label))
 
     def unknown(self, label) -> list:
@@ -259,6 +306,7 @@ class Categorize(Transform):
     def get_config(self): return {'vocab': None if self.vocab is None else list(self.vocab), 'sort': self.sort}
     def __repr__(self): return f"Categorize({'no vocab yet' if self.vocab is None else f'{len(self.vocab)} classes'})"
 
+# %% ../../nbs/01_data.transforms.ipynb #9f149ec7
 class MultiCategorize(Transform):
     "Turn a list of labels into a one-hot float vector over the vocabulary (multi-label classification)."
     order = 1
@@ -277,5 +325,6 @@ class MultiCategorize(Transform):
         for l in labels: out[self.vocab.index(l)] = 1.
         return out
 
-    def decodes(self, one_hot): return [self.vocab[i] for i in torch.nonzero(torch.as_tensor(one_hot) > 0.5).flatten().tolist()]
+    def decodes(self, one_hot):
+        return [self.vocab[i] for i in torch.nonzero(torch.as_tensor(one_hot) > 0.5).flatten().tolist()]
     def get_config(self): return {'vocab': None if self.vocab is None else list(self.vocab)}

@@ -28,8 +28,10 @@ class Resize(Transform):
     "Item transform: resize a PIL image to `size` by cropping (random on train, centre on valid), padding or squishing."
     order = 1
     def __init__(self, size, method='crop', pad_mode='reflection', resample=Image.BILINEAR):
-        if method not in ('crop', 'pad', 'squish'): raise ValueError(f"Resize: method={method!r} must be 'crop', 'pad' or 'squish'.")
-        if pad_mode not in ('reflection', 'zeros', 'border'): raise ValueError(f"Resize: pad_mode={pad_mode!r} must be 'reflection', 'zeros' or 'border'.")
+        if method not in ('crop', 'pad', 'squish'): raise ValueError(f"Resize: method={method!r} must be 'crop', "
+                                                                     "'pad' or 'squish'.")
+        if pad_mode not in ('reflection', 'zeros', 'border'): raise ValueError(f"Resize: pad_mode={pad_mode!r} must be "
+                                                                               "'reflection', 'zeros' or 'border'.")
         self.size, self.method, self.pad_mode, self.resample = _size_hw(size), method, pad_mode, resample
 
     def draft_size(self): return max(self.size)
@@ -46,7 +48,8 @@ class Resize(Transform):
         th, tw = self.size
         w, h = img.size
         if self.method == 'squish': return img.resize((tw, th), self.resample)
-        if self.method == 'crop': return img.resize((tw, th), self.resample, box=self.crop_box(w, h, split_idx, generator))
+        if self.method == 'crop':
+            return img.resize((tw, th), self.resample, box=self.crop_box(w, h, split_idx, generator))
         scale = min(tw / w, th / h)
         nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
         a = np.asarray(img.resize((nw, nh), self.resample))
@@ -63,12 +66,15 @@ class RandomResizedCrop(Transform):
     "Item transform: random window of area in [min_scale, 1] and aspect in `ratio`, resized to `size`."
     order = 1
     def __init__(self, size, min_scale=0.08, ratio=(3/4, 4/3), val_xtra=0.14, resample=Image.BILINEAR):
-        self.size, self.min_scale, self.ratio, self.val_xtra, self.resample = _size_hw(size), min_scale, tuple(ratio), val_xtra, resample
+        self.size, self.min_scale, self.ratio = _size_hw(size), min_scale, tuple(ratio)
+        self.val_xtra, self.resample = val_xtra, resample
 
     def draft_size(self):
-        "The smallest side a JPEG may be decoded at so that even the smallest window still has `size` pixels (no upsampling)."
+        """The smallest side a JPEG may be decoded at so that even the smallest window still has `size` pixels
+        (no upsampling)."""
         th, tw = self.size
-        return math.ceil(max(tw / math.sqrt(self.min_scale * self.ratio[0]), th * math.sqrt(self.ratio[1] / self.min_scale)))
+        return math.ceil(max(tw / math.sqrt(self.min_scale * self.ratio[0]),
+                             th * math.sqrt(self.ratio[1] / self.min_scale)))
 
     def crop_box(self, w, h, split_idx=None, generator=None):
         th, tw = self.size
@@ -91,11 +97,14 @@ class RandomResizedCrop(Transform):
         th, tw = self.size
         return img.resize((tw, th), self.resample, box=self.crop_box(*img.size, split_idx, generator))
 
-    def get_config(self): return {'size': list(self.size), 'min_scale': self.min_scale, 'ratio': list(self.ratio), 'val_xtra': self.val_xtra}
+    def get_config(self):
+        return {'size': list(self.size), 'min_scale': self.min_scale, 'ratio': list(self.ratio),
+                'val_xtra': self.val_xtra}
 
 # %% ../../nbs/07_vision.augment.ipynb #0074bac9
-from .augment_batch import aug_transforms, Flip, Dihedral, Rotate, Zoom, Warp, RandomResizedCropGPU, BatchResize
-from .augment_batch import Brightness, Contrast, Saturation, Hue, warp_batch
+from .augment_batch import (aug_transforms, Flip, Dihedral, Rotate, Zoom, Warp,  # noqa: F401
+                                           RandomResizedCropGPU, BatchResize)  # re-exported
+from .augment_batch import Brightness, Contrast, Saturation, Hue, warp_batch  # noqa: F401  (re-exported)
 
 _all_ = ['aug_transforms', 'Flip', 'Dihedral', 'Rotate', 'Zoom', 'Warp', 'RandomResizedCropGPU', 'BatchResize',
          'Brightness', 'Contrast', 'Saturation', 'Hue', 'warp_batch']

@@ -8,9 +8,8 @@ __all__ = ['LoadImage', 'ImageBlock', 'ImageDataLoaders']
 # %% ../../nbs/09_vision.data.ipynb #bb9566ed
 from pathlib import Path
 
-from ..core import listify
 from ..data.block import CategoryBlock, DataBlock, MultiCategoryBlock
-from ..data.transforms import (ColReader, ColSplitter, FuncSplitter, GrandparentSplitter, RandomSplitter, RegexLabeller,
+from ..data.transforms import (ColReader, ColSplitter, GrandparentSplitter, RandomSplitter, RegexLabeller,
                                       Transform, get_image_files, parent_label, using_attr)
 from ..data.block import TransformBlock
 from .core import IntToFloatTensor, PILImage, ToTensor
@@ -20,10 +19,12 @@ class LoadImage(Transform):
     "The type transform of `ImageBlock`: a file name (or PIL image, array, bytes) -> an upright RGB `PILImage`."
     def __init__(self, draft_size=None): self.draft_size = draft_size  # set by DataBlock from the item transforms
     def encodes(self, fn): return PILImage.create(fn, draft_size=self.draft_size)
-    def __repr__(self): return f"PILImage.create(draft_size={self.draft_size})" if self.draft_size else "PILImage.create"
+    def __repr__(self):
+        return f"PILImage.create(draft_size={self.draft_size})" if self.draft_size else "PILImage.create"
 
 def ImageBlock(cls=PILImage):
-    "An image element: read as RGB, `uint8` tensor per item, float per batch on the device. (`cls` is accepted for fastai code; images are always `PILImage`.)"
+    """An image element: read as RGB, `uint8` tensor per item, float per batch on the device.
+    (`cls` is accepted for fastai code; images are always `PILImage`.)"""
     return TransformBlock(type_tfms=LoadImage(), item_tfms=ToTensor(), batch_tfms=IntToFloatTensor(), kind='image')
 
 # %% ../../nbs/09_vision.data.ipynb #4e45c541
@@ -41,12 +42,14 @@ class ImageDataLoaders:
         path = Path(path)
         splitter = GrandparentSplitter(train, valid) if valid_pct is None else RandomSplitter(valid_pct, seed=seed)
         folders = [train, valid] if valid_pct is None else None
-        dblock = DataBlock(blocks=(ImageBlock, CategoryBlock(vocab=vocab)), get_items=lambda p: get_image_files(p, folders=folders),
+        dblock = DataBlock(blocks=(ImageBlock, CategoryBlock(vocab=vocab)),
+                           get_items=lambda p: get_image_files(p, folders=folders),
                            splitter=splitter, get_y=parent_label, item_tfms=item_tfms, batch_tfms=batch_tfms)
         return cls._dataloaders(dblock, path, path, seed=seed, **kwargs)
 
     @classmethod
-    def from_path_func(cls, path, fnames, label_func, valid_pct=0.2, seed=None, item_tfms=None, batch_tfms=None, **kwargs):
+    def from_path_func(cls, path, fnames, label_func, valid_pct=0.2, seed=None, item_tfms=None, batch_tfms=None,
+                       **kwargs):
         "Label each of `fnames` with `label_func(path_of_file)`."
         dblock = DataBlock(blocks=(ImageBlock, CategoryBlock), splitter=RandomSplitter(valid_pct, seed=seed),
                            get_y=label_func, item_tfms=item_tfms, batch_tfms=batch_tfms)
@@ -71,15 +74,18 @@ class ImageDataLoaders:
     def from_lists(cls, path, fnames, labels, valid_pct=0.2, seed=None, item_tfms=None, batch_tfms=None, **kwargs):
         "Images `fnames` with the matching `labels`."
         fnames, labels = list(fnames), list(labels)
-        if len(fnames) != len(labels): raise ValueError(f"from_lists: {len(fnames)} file names but {len(labels)} labels.")
+        if len(fnames) != len(labels): raise ValueError(f"from_lists: {len(fnames)} file names but "
+                                                        f"{len(labels)} labels.")
         dblock = DataBlock(blocks=(ImageBlock, CategoryBlock), splitter=RandomSplitter(valid_pct, seed=seed),
                            get_x=lambda o: o[0], get_y=lambda o: o[1], item_tfms=item_tfms, batch_tfms=batch_tfms)
         return cls._dataloaders(dblock, list(zip(fnames, labels)), path, seed=seed, **kwargs)
 
     @classmethod
-    def from_df(cls, df, path='.', valid_pct=0.2, seed=None, fn_col=0, folder=None, suff='', label_col=1, label_delim=None,
+    def from_df(cls, df, path='.', valid_pct=0.2, seed=None, fn_col=0, folder=None, suff='', label_col=1,
+                label_delim=None,
                 valid_col=None, item_tfms=None, batch_tfms=None, **kwargs):
-        "Rows of `df`: file names in `fn_col` (under `path/folder`, plus `suff`), labels in `label_col` (split on `label_delim` for multi-label)."
+        """Rows of `df`: file names in `fn_col` (under `path/folder`, plus `suff`),
+        labels in `label_col` (split on `label_delim` for multi-label)."""
         pref = Path(path) / folder if folder is not None else Path(path)
         fn_name = df.columns[fn_col] if isinstance(fn_col, int) else fn_col
         label_name = df.columns[label_col] if isinstance(label_col, int) else label_col

@@ -32,7 +32,6 @@ def test_star_import_gives_the_name(name):
     assert name in _star()
 
 
-@pytest.mark.xfail(strict=True, reason='needs image2tensor in minifast.vision.core')
 def test_star_import_gives_image2tensor():
     from PIL import Image
     image2tensor = _star()['image2tensor']

@@ -41,7 +41,6 @@ def test_set_seed_repeats_the_initial_weights():
 
 
 # The lead removes this mark when data/core's `_random_seed` and data/transforms' `RandomSplitter` draw from torch.
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason='needs data/core _random_seed from torch')
 def test_set_seed_repeats_the_split_the_batches_and_the_trained_weights(pets):
     one, two = _run(pets, 42), _run(pets, 42)
     assert one['train_items'] == two['train_items'] and one['valid_items'] == two['valid_items'], "split differs"
