@@ -4,7 +4,8 @@
 
 # %% auto #0
 __all__ = ['log_softmax', 'softmax', 'nll_loss', 'cross_entropy', 'BaseLoss', 'CrossEntropyLossFlat',
-           'LabelSmoothingCrossEntropyFlat', 'BCEWithLogitsLossFlat', 'MSELossFlat', 'L1LossFlat']
+           'LabelSmoothingCrossEntropyFlat', 'LabelSmoothingCrossEntropy', 'BCEWithLogitsLossFlat', 'BCELossFlat',
+           'MSELossFlat', 'L1LossFlat']
 
 # %% ../nbs/10_losses.ipynb #3d91e13d
 import torch
@@ -178,6 +179,10 @@ class CrossEntropyLossFlat(BaseLoss):
             x, target = x.reshape(-1, x.shape[-1]), target.reshape(-1)
         elif x.dim() > 1:
             x = x.movedim(-1, 1)  # cross_entropy's convention: classes in dim 1
+        return self._loss(x, target)
+
+    def _loss(self, x: Tensor, target: Tensor) -> Tensor:
+        "The loss on scores `x` with the classes in dim 1 (or a single row of scores)."
         return cross_entropy(x, target, weight=self.weight, ignore_index=self.ignore_index,
                              reduction=self.reduction, label_smoothing=self.label_smoothing)
 
@@ -190,10 +195,44 @@ class CrossEntropyLossFlat(BaseLoss):
         if self.label_smoothing: extras.append(f"label_smoothing={self.label_smoothing}")
         return ', '.join([super().extra_repr()] + extras)
 
+# %% ../nbs/10_losses.ipynb #6e895d97
+def _smoothed_cross_entropy(input: Tensor, target: Tensor, eps: float, weight, reduction: str,
+                            ignore_index: int = -100, where: str = 'LabelSmoothingCrossEntropy') -> Tensor:
+    "fastai's label smoothing on scores `input` (N, C) or (N, C, d1, ...): `eps / C * sum(-log p) + (1 - eps) * nll`."
+    x, t, w, ignored, unbatched = _class_inputs(input, target, weight, ignore_index, where)
+    lp = log_softmax(x, dim=-1)
+    nll, denominator = _nll(lp, t, w, ignored)
+    uniform = torch.where(ignored, 0., -lp.sum(-1))
+    scale = eps / x.shape[-1]
+    if reduction == 'mean': return scale * uniform.sum() / (~ignored).sum() + (1 - eps) * nll.sum() / denominator
+    if reduction == 'sum': return scale * uniform.sum() + (1 - eps) * nll.sum()
+    losses = scale * uniform + (1 - eps) * nll
+    return losses[0] if unbatched else losses
+
 class LabelSmoothingCrossEntropyFlat(CrossEntropyLossFlat):
-    "`CrossEntropyLossFlat` with `label_smoothing=eps`: the target is `(1 - eps) * onehot + eps / C`."
-    def __init__(self, *args, eps: float = 0.1, **kwargs):
-        super().__init__(*args, label_smoothing=eps, **kwargs)
+    """fastai's label smoothing, `eps / C * sum_c(-log p_c) + (1 - eps) * nll` (a class `weight` weights the `nll`
+    term only), with the classes on `axis`, flattened like `CrossEntropyLossFlat`. As in fastai, the positional
+    arguments are `eps`, `weight`, `reduction`; `label_smoothing` is another name for `eps`."""
+    def __init__(self, eps: float = 0.1, weight: Tensor | None = None, reduction: str = 'mean', *, axis: int = -1,
+                 ignore_index: int = -100, flatten: bool = True, label_smoothing: float | None = None):
+        if label_smoothing is not None: eps = label_smoothing  # torch's name, the one `export` writes
+        super().__init__(axis=axis, weight=weight, ignore_index=ignore_index, reduction=reduction,
+                         label_smoothing=eps, flatten=flatten)
+        self.eps = eps
+
+    def _loss(self, x: Tensor, target: Tensor) -> Tensor:
+        return _smoothed_cross_entropy(x, target, self.eps, self.weight, self.reduction, self.ignore_index,
+                                       type(self).__name__)
+
+class LabelSmoothingCrossEntropy(LabelSmoothingCrossEntropyFlat):
+    """fastai's label-smoothing cross-entropy on scores (N, C) or (N, C, d1, ...) with the classes in dim 1, not
+    flattened; `activation` is softmax and `decodes` argmax over the last dim, as in fastai."""
+    def __init__(self, eps: float = 0.1, weight: Tensor | None = None, reduction: str = 'mean', *, axis: int = 1,
+                 flatten: bool = False, **kwargs):
+        super().__init__(eps, weight, reduction, axis=axis, flatten=flatten, **kwargs)
+
+    def activation(self, out: Tensor) -> Tensor: return softmax(out, dim=-1)
+    def decodes(self, out: Tensor) -> Tensor: return out.argmax(dim=-1)
 
 # %% ../nbs/10_losses.ipynb #14752bd5
 class BCEWithLogitsLossFlat(BaseLoss):
@@ -229,6 +268,25 @@ class BCEWithLogitsLossFlat(BaseLoss):
     def extra_repr(self) -> str:
         pos_weight = ", pos_weight=..." if self.pos_weight is not None else ""
         return f"{super().extra_repr()}, thresh={self.thresh}{pos_weight}"
+
+class BCELossFlat(BaseLoss):
+    """Binary cross-entropy on probabilities (the model ends with a sigmoid), input and target flattened;
+    `weight` broadcasts against the input with `axis` moved last, as in `torch.nn.BCELoss`."""
+    def __init__(self, *args, axis: int = -1, weight: Tensor | None = None, reduction: str = 'mean',
+                 flatten: bool = True):
+        super().__init__(axis, flatten, reduction)
+        weight = self._weight_arg(args, weight, 'reduction=...')
+        self.register_buffer('weight', None if weight is None else torch.as_tensor(weight, dtype=torch.float32))
+
+    def forward(self, input: Tensor, target: Tensor) -> Tensor:
+        self._buffers_to(input.device)
+        x, weight = input.movedim(self.axis, -1), self.weight
+        if self.flatten:
+            if weight is not None: weight = weight.to(x).broadcast_to(x.shape).reshape(-1)
+            x, target = self._flat_pair(input, target)
+        elif target.shape == input.shape:
+            target = target.movedim(self.axis, -1)
+        return F.binary_cross_entropy(x, target.to(x.dtype), weight=weight, reduction=self.reduction)
 
 class MSELossFlat(BaseLoss):
     "Mean squared error, input and target flattened (so `(N, 1)` predictions match `(N,)` targets)."

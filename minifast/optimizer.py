@@ -49,7 +49,9 @@ def _torch_names(defaults: dict) -> dict:
     return names
 
 def _as_groups(layer_groups) -> list:
-    "A list of lists of parameters; a flat list of parameters (or `model.parameters()`) is one group."
+    """A list of lists of parameters; a flat list of parameters (or `model.parameters()`) is one group, and so is
+    a single tensor (one parameter, not a list of its rows)."""
+    if isinstance(layer_groups, torch.Tensor): return [[layer_groups]]
     groups = list(layer_groups)
     if all(isinstance(g, torch.Tensor) for g in groups): groups = [groups]
     else: groups = [list(g) for g in groups]
@@ -62,6 +64,18 @@ def _as_groups(layer_groups) -> list:
     return groups
 
 # %% ../nbs/12_optimizer.ipynb #bbdf341d
+def _spread_slice(value: slice, n: int, name: str = 'lr') -> list:
+    "One value per layer group from `slice(hi)` (the others get `hi / 10`) or `slice(lo, hi)` (geometric steps)."
+    lo, hi = value.start, value.stop
+    if hi is None or value.step is not None:
+        raise ValueError(f"{name}={value}: pass slice(hi) or slice(lo, hi)")
+    if not lo: return [hi / 10] * (n - 1) + [float(hi)]
+    if n == 1: return [float(hi)]
+    if lo < 0 or hi <= 0:
+        raise ValueError(f"{name}={value}: slice(lo, hi) spreads the values in log scale, so lo and hi must be > 0")
+    return [float(v) for v in np.geomspace(lo, hi, n)]
+
+# %% ../nbs/12_optimizer.ipynb #2527d285
 class OptimWrapper:
     "A `torch.optim` optimizer over layer groups, with fastai's hyper-parameter names, freezing and no-wd params."
     def __init__(self, torch_opt_cls, layer_groups, hypers: dict, no_wd=(), norm_params=(),
@@ -117,12 +131,14 @@ class OptimWrapper:
     def hypers(self) -> list: return [dict(h) for h in self._hypers]
 
     def set_hyper(self, name: str, value):
-        "Set hyper-parameter `name` to a scalar (all layer groups) or one value per layer group."
+        """Set hyper-parameter `name` to a scalar (all layer groups), one value per layer group, or a `slice` spread
+    over the layer groups (see `_spread_slice`)."""
         if name not in self._names:
             raise ValueError(f"{type(self.torch_opt).__name__} has no hyper-parameter {name!r}; "
                              f"it has {', '.join(self._names)}")
         n = len(self._groups)
-        if np.ndim(value) == 0: values = [float(value)] * n
+        if isinstance(value, slice): values = _spread_slice(value, n, name)
+        elif np.ndim(value) == 0: values = [float(value)] * n
         else:
             values = [float(v) for v in np.asarray(value, dtype=float).ravel()]
             if len(values) != n:
@@ -240,6 +256,45 @@ class OptimWrapper:
         "Train every layer group."
         self.freeze_to(0)
 
+# %% ../nbs/12_optimizer.ipynb #22e7fee4
+class RMSprop(torch.optim.RMSprop):
+    """torch's RMSprop with fastai's momentum: `m = mom * m + g`, `p -= lr * m / (sqrt(v) + eps)`, where `m` is
+    kept only if `average_grad` (fastai: `mom != 0` when the optimizer is built)."""
+    def __init__(self, params, average_grad: bool = False, **kwargs):
+        for k in ('centered', 'maximize', 'capturable', 'differentiable'):
+            if kwargs.get(k): raise ValueError(f"RMSProp: {k}=True is not supported by fastai's RMSProp step")
+        super().__init__(params, **kwargs)
+        self.average_grad = average_grad
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad(): loss = closure()
+        for group in self.param_groups:
+            ps = [p for p in group['params'] if p.grad is not None]
+            if not ps: continue
+            grads = [p.grad for p in ps]
+            if group['weight_decay']: grads = torch._foreach_add(grads, ps, alpha=group['weight_decay'])  # L2
+            for p in ps:
+                state = self.state[p]
+                if not state:  # torch's layout: a float tensor step count (its load_state_dict expects one)
+                    state['step'], state['square_avg'] = torch.zeros(()), torch.zeros_like(p)
+                    if self.average_grad: state['grad_avg'] = torch.zeros_like(p)
+                state['step'] += 1
+            sqr_avgs = [self.state[p]['square_avg'] for p in ps]
+            torch._foreach_mul_(sqr_avgs, group['alpha'])
+            torch._foreach_addcmul_(sqr_avgs, grads, grads, value=1 - group['alpha'])
+            if self.average_grad:
+                grad_avgs = [self.state[p]['grad_avg'] for p in ps]
+                torch._foreach_mul_(grad_avgs, group['momentum'])
+                torch._foreach_add_(grad_avgs, grads)
+                grads = grad_avgs
+            denoms = torch._foreach_sqrt(sqr_avgs)
+            torch._foreach_add_(denoms, group['eps'])
+            torch._foreach_addcdiv_(ps, grads, denoms, value=-group['lr'])
+        return loss
+
 # %% ../nbs/12_optimizer.ipynb #d1efc085
 def Adam(layer_groups, lr=1e-3, mom=0.9, sqr_mom=0.99, eps=1e-5, wd=0.01, decouple_wd=True,
          no_wd=(), norm_params=(), **torch_kwargs) -> OptimWrapper:
@@ -256,6 +311,8 @@ def SGD(layer_groups, lr=1e-3, mom=0., wd=0., decouple_wd=True, no_wd=(), norm_p
 
 def RMSProp(layer_groups, lr=1e-3, sqr_mom=0.99, mom=0., eps=1e-8, wd=0., decouple_wd=True,
             no_wd=(), norm_params=(), **torch_kwargs) -> OptimWrapper:
-    "RMSProp (`torch.optim.RMSprop`): `sqr_mom` is the decay of the squared-gradient average."
-    return OptimWrapper(torch.optim.RMSprop, layer_groups, dict(lr=lr, mom=mom, sqr_mom=sqr_mom, eps=eps, wd=wd),
-                        no_wd=no_wd, norm_params=norm_params, decouple_wd=decouple_wd, **torch_kwargs)
+    """RMSProp with fastai's step: `sqr_mom` is the decay of the squared-gradient average; with `mom != 0` the
+    gradients are averaged too (`m = mom * m + g`) and the step is `lr * m / (sqrt(v) + eps)`."""
+    return OptimWrapper(RMSprop, layer_groups, dict(lr=lr, mom=mom, sqr_mom=sqr_mom, eps=eps, wd=wd),
+                        no_wd=no_wd, norm_params=norm_params, decouple_wd=decouple_wd,
+                        average_grad=bool(mom), **torch_kwargs)

@@ -242,3 +242,29 @@ def test_against_sklearn():
             metrics.precision_score(targ, pred.argmax(1), average=avg, zero_division=0))
         assert run(F1Score(average=avg), (pred, targ)) == pytest.approx(
             metrics.f1_score(targ, pred.argmax(1), average=avg, zero_division=0))
+
+
+# --- multi-label and ROC AUC metrics: bad inputs (values against scikit-learn: tests/fastai_compat) --------------
+
+def test_multi_label_metrics_name_the_bad_input():
+    from minifast.metrics import F1ScoreMulti, PrecisionMulti, RocAuc, RocAucMulti
+    with pytest.raises(ValueError, match="average must be one of"): F1ScoreMulti(average='binary')
+    with pytest.raises(ValueError, match="sample_weight is not supported"): PrecisionMulti(sample_weight=[1, 2])
+    with pytest.raises(ValueError, match=r"\(items, labels\), got \(4, 3\) and \(4,\)"):
+        run(F1ScoreMulti(), (torch.randn(4, 3), torch.tensor([0, 1, 1, 0])))
+    with pytest.raises(ValueError, match="3 labels but earlier batches had 2"):
+        run(F1ScoreMulti(), (torch.randn(2, 2), torch.ones(2, 2)), (torch.randn(2, 3), torch.ones(2, 3)))
+    with pytest.raises(ValueError, match=r"labels must be class indices in \[0, 3\)"):
+        run(PrecisionMulti(labels=[5]), (torch.randn(2, 3), torch.ones(2, 3)))
+    with pytest.raises(ValueError, match="multi_class must be 'ovr'"): RocAuc(multi_class='ovo')
+    with pytest.raises(ValueError, match="max_fpr is not supported"): RocAucMulti(max_fpr=0.5)
+    assert math.isnan(F1ScoreMulti().value) and math.isnan(RocAucMulti().value)
+
+
+def test_multi_label_metrics_count_on_the_device_without_reading_back():
+    "Like the confusion matrix: per-label counts stay tensors between batches."
+    from minifast.metrics import F1ScoreMulti
+    m = F1ScoreMulti(average='samples')
+    m.reset()
+    m.accumulate(torch.randn(4, 3), torch.ones(4, 3))
+    assert isinstance(m.counts, torch.Tensor) and isinstance(m.sample_total, torch.Tensor)

@@ -244,12 +244,17 @@ def test_sgd_l2_wd_is_torch_weight_decay():
     assert opt.torch_opt.param_groups[0]['weight_decay'] == 0.3
 
 
-def test_rmsprop_equals_torch_rmsprop():
+def test_rmsprop_without_momentum_equals_torch_rmsprop():
+    "Without momentum fastai's and torch's RMSProp agree (with it they differ: tests/fastai_compat)."
     m1, m2 = make_model(), make_model()
     xs = batches(4)
-    train(m1, RMSProp(m1.parameters(), lr=1e-3, sqr_mom=0.9, mom=0.5, eps=1e-6, decouple_wd=False, wd=0.01), xs)
-    train(m2, torch.optim.RMSprop(m2.parameters(), lr=1e-3, alpha=0.9, momentum=0.5, eps=1e-6, weight_decay=0.01), xs)
+    train(m1, RMSProp(m1.parameters(), lr=1e-3, sqr_mom=0.9, eps=1e-6, decouple_wd=False, wd=0.01), xs)
+    train(m2, torch.optim.RMSprop(m2.parameters(), lr=1e-3, alpha=0.9, eps=1e-6, weight_decay=0.01), xs)
     for a, b in zip(m1.parameters(), m2.parameters()): torch.testing.assert_close(a, b, rtol=0, atol=1e-7)
+
+
+def test_rmsprop_refuses_torch_options_fastai_has_not():
+    with pytest.raises(ValueError, match='centered=True'): RMSProp(make_model().parameters(), centered=True)
 
 
 def test_layer_groups_input_forms():
@@ -266,9 +271,10 @@ def test_fast_kernels():
     m1, m2 = make_model(), make_model()
     for opt in (Adam(m1.parameters()), Adam(m1.parameters(), decouple_wd=False), SGD(m1.parameters(), mom=0.9)):
         assert opt.torch_opt.defaults['fused'] is True and not opt.torch_opt.defaults['foreach'] and opt.can_skip_step
-    for opt in (RMSProp(m1.parameters()), Adam(m1.parameters(), foreach=True)):
-        assert opt.torch_opt.defaults['foreach'] is True and not opt.torch_opt.defaults.get('fused')
-        assert not opt.can_skip_step
+    opt = Adam(m1.parameters(), foreach=True)
+    assert opt.torch_opt.defaults['foreach'] is True and not opt.torch_opt.defaults.get('fused')
+    assert not opt.can_skip_step
+    assert not RMSProp(m1.parameters()).can_skip_step  # fastai's step, written with foreach ops
     opt = Adam(m1.parameters(), lr=1e-2, fused=True)
     assert opt.torch_opt.defaults['fused'] is True and not opt.torch_opt.defaults['foreach']
     xs = batches(3)
