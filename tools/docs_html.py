@@ -3,9 +3,13 @@ HTML exporter), `index.html` from nbs/index.ipynb followed by the contents in no
 every relative link and image of the site points to a file that exists.
 
 `tools/docs.sh` runs this where quarto (and so `nbdev_docs`) is not available. Like nbdev's pages, cells marked
-`#| hide` are left out and `#| directive` lines are not shown.
+`#| hide` are left out, `#| directive` lines are not shown, and a cell that is only `show_doc(...)` becomes the
+documentation it shows (signature and docstring, rendered by nbdev's `show_doc`), evaluated in the namespace of the
+notebook's module and `minifast.vision.all`, without running the rest of the notebook.
 """
+import ast
 import html
+import importlib
 import re
 import shutil
 import sys
@@ -34,14 +38,41 @@ def title(nb) -> str:
     return ''
 
 
-def for_docs(nb):
-    "Drop `#| hide` cells and `#|` directive lines, as the documentation shows them."
-    cells = []
+def namespace(nb) -> dict:
+    "The names a `show_doc` cell of `nb` may refer to: `minifast.vision.all`, then the notebook's own module."
+    ns = dict(vars(importlib.import_module('minifast.vision.all')))
+    for cell in nb.cells:
+        m = re.search(r'^#\|\s*default_exp\s+(\S+)', cell.source, re.M) if cell.cell_type == 'code' else None
+        if m: ns.update(vars(importlib.import_module(f'minifast.{m.group(1)}')))
+    return ns
+
+
+def rendered_show_doc(source: str, ns: dict, where: str):
+    "A markdown cell with what the cell shows, if `source` holds only `show_doc(...)` calls; else None."
+    try: calls = ast.parse(source).body
+    except SyntaxError: return None
+    if not calls or not all(isinstance(c, ast.Expr) and isinstance(c.value, ast.Call)
+                            and isinstance(c.value.func, ast.Name) and c.value.func.id == 'show_doc' for c in calls):
+        return None
+    from nbdev.showdoc import show_doc
+    docs = []
+    for c in calls:
+        call = ast.get_source_segment(source, c)
+        try: docs.append(eval(call, {**ns, 'show_doc': show_doc})._repr_markdown_())
+        except Exception as e: sys.exit(f'{where}: {call} failed: {type(e).__name__}: {e}')
+    return nbformat.v4.new_markdown_cell('\n\n'.join(docs))
+
+
+def for_docs(nb, where: str):
+    "Drop `#| hide` cells and `#|` directive lines, and render `show_doc` cells, as the documentation shows them."
+    cells, ns = [], namespace(nb)   # read before the `#| default_exp` line is dropped
     for cell in nb.cells:
         if cell.cell_type == 'code':
             lines = cell.source.splitlines()
-            if any(re.match(r'#\|\s*hide\s*$', l.strip()) for l in lines): continue
-            cell.source = '\n'.join(l for l in lines if not l.lstrip().startswith('#|')).strip('\n')
+            if any(re.match(r'#\|\s*hide\s*$', ln.strip()) for ln in lines): continue
+            cell.source = '\n'.join(ln for ln in lines if not ln.lstrip().startswith('#|')).strip('\n')
+            if cell.source.startswith('show_doc('):
+                cell = rendered_show_doc(cell.source, ns, where) or cell
         cells.append(cell)
     nb.cells = cells
     return nb
@@ -74,11 +105,13 @@ def main():
     if OUT.exists(): shutil.rmtree(OUT)
     OUT.mkdir()
     exporter = HTMLExporter(template_name='lab')
-    nbs = [(p.stem, for_docs(nbformat.read(p, as_version=4))) for p in notebooks()]
+    nbs = [(p.stem, for_docs(nbformat.read(p, as_version=4), p.name)) for p in notebooks()]
     pages = [(stem, title(nb) or stem) for stem, nb in nbs]
     for stem, nb in nbs: (OUT/f'{stem}.html').write_text(page(exporter, nb, stem, pages), encoding='utf-8')
     size = sum(f.stat().st_size for f in OUT.iterdir())
     print(f'{len(nbs)} pages in {OUT.relative_to(ROOT)}/ ({size / 2**20:.1f} MB), home page index.html')
+    n_docs = sum(f.read_text(encoding='utf-8').count('<h3') for f in OUT.glob('*.html'))
+    print(f'{n_docs} documented names (show_doc)')
     bad = broken_links(OUT)
     if bad: sys.exit('broken links:\n  ' + '\n  '.join(bad))
     print('every relative link and image resolves')
