@@ -14,31 +14,24 @@ import time
 from pathlib import Path
 
 # %% ../nbs/90_cli.ipynb #1a8f781c
-def run_demo(out='demo_out', epochs=3, arch='efficientnet_lite0', size=128, presize=160, bs=32, pretrained=True,
-             seed=42, n_per_breed=40, lr=None, num_workers=None, lr_find_iters=60, print_fn=print):
-    "Chapter 5 on the built-in data: DataBlock, show_batch, lr_find, fine_tune, interpretation, export, predict."
+def _saver(out, print_fn):
+    "A function `save(fig, name)` writing a figure into `out` and closing it."
     import matplotlib
     if matplotlib.get_backend().lower() not in ('agg', 'module://matplotlib_inline.backend_inline'):
         matplotlib.use('Agg')
     import matplotlib.pyplot as plt
-    import torch
-    from minifast.data.block import CategoryBlock, DataBlock
-    from minifast.data.toy_pets import toy_pets
-    from minifast.data.transforms import RandomSplitter, RegexLabeller, get_image_files, using_attr
-    from minifast.learner import load_learner
-    from minifast.interpret import ClassificationInterpretation
-    from minifast.metrics import error_rate
-    from minifast.vision.augment import Resize, aug_transforms
-    from minifast.vision.data import ImageBlock
-    from minifast.vision.learner import vision_learner
-
-    out = Path(out); out.mkdir(parents=True, exist_ok=True)
-    results, t0 = {}, time.perf_counter()
-    torch.manual_seed(seed)
     def save(fig, name):
         fig.savefig(out/name, dpi=80, bbox_inches='tight'); plt.close(fig)
         print_fn(f"  saved {out/name}")
+    return save
 
+def _demo_data(n_per_breed, seed, presize, size, bs, num_workers, print_fn):
+    "Step 1: the built-in Pets-like set as DataLoaders, labelled from the file names."
+    from minifast.data.block import CategoryBlock, DataBlock
+    from minifast.data.toy_pets import toy_pets
+    from minifast.data.transforms import RandomSplitter, RegexLabeller, get_image_files, using_attr
+    from minifast.vision.augment import Resize, aug_transforms
+    from minifast.vision.data import ImageBlock
     print_fn("1. The data: the built-in Pets-like set (37 breeds), labelled from file names with a regex")
     path = toy_pets(n_per_breed=n_per_breed, seed=seed)
     files = get_image_files(path/'images')
@@ -48,6 +41,41 @@ def run_demo(out='demo_out', epochs=3, arch='efficientnet_lite0', size=128, pres
                      item_tfms=Resize(presize), batch_tfms=aug_transforms(size=size, min_scale=0.75))
     dls = pets.dataloaders(path/'images', bs=bs, seed=seed, num_workers=num_workers)
     print_fn(f"  {len(dls.train_ds)} training and {len(dls.valid_ds)} validation images, {dls.c} classes")
+    return dls
+
+def _demo_train(learn, epochs, base_lr, pretrained, print_fn):
+    "Step 3: fine_tune a pretrained model, or fit_one_cycle one from scratch for as many epochs."
+    if pretrained: print_fn(f"3. fine_tune({epochs}): one epoch with the body frozen, then {epochs} with everything")
+    else: print_fn(f"3. fit_one_cycle({epochs + 1}) from scratch: the same number of epochs as fine_tune({epochs})")
+    t_train = time.perf_counter()
+    if pretrained: learn.fine_tune(epochs, base_lr=base_lr)
+    else: learn.fit_one_cycle(epochs + 1, base_lr * 5)
+    return time.perf_counter() - t_train
+
+def _demo_export(learn, dls, out, print_fn):
+    "Step 5: export, load the export back and predict a validation image."
+    from minifast.data.transforms import RegexLabeller
+    from minifast.learner import load_learner
+    print_fn("5. Export, load the export back, predict an image")
+    learn2 = load_learner(learn.export(out/'model.pkl'))
+    fname = dls.valid_ds.items[0]
+    label, idx, probs = learn2.predict(fname)
+    actual = RegexLabeller(r'(.+)_[0-9]+.jpg$')(fname.name)
+    print_fn(f"  {fname.name}: predicted {label} (p={float(probs[idx]):.2f}); actual {actual}")
+    return {'file': str(fname), 'label': label, 'probability': float(probs[idx])}
+
+def run_demo(out='demo_out', epochs=3, arch='efficientnet_lite0', size=128, presize=160, bs=32, pretrained=True,
+             seed=42, n_per_breed=40, lr=None, num_workers=None, lr_find_iters=60, print_fn=print):
+    "Chapter 5 on the built-in data: DataBlock, show_batch, lr_find, fine_tune, interpretation, export, predict."
+    import torch
+    from minifast.interpret import ClassificationInterpretation
+    from minifast.metrics import error_rate
+    from minifast.vision.learner import vision_learner
+
+    out = Path(out); out.mkdir(parents=True, exist_ok=True)
+    results, t0, save = {}, time.perf_counter(), _saver(out, print_fn)
+    torch.manual_seed(seed)
+    dls = _demo_data(n_per_breed, seed, presize, size, bs, num_workers, print_fn)
     save(dls.show_batch(max_n=9), 'show_batch.png')
 
     print_fn(f"2. A {arch} learner ({'pretrained on ImageNet' if pretrained else 'from scratch'}), "
@@ -59,12 +87,7 @@ def run_demo(out='demo_out', epochs=3, arch='efficientnet_lite0', size=128, pres
     results['lr_find_valley'], results['base_lr'] = float(suggestion.valley), base_lr
     print_fn(f"  valley suggestion {suggestion.valley:.2e}; training with base_lr={base_lr:.2e}")
 
-    if pretrained: print_fn(f"3. fine_tune({epochs}): one epoch with the body frozen, then {epochs} with everything")
-    else: print_fn(f"3. fit_one_cycle({epochs + 1}) from scratch: the same number of epochs as fine_tune({epochs})")
-    t_train = time.perf_counter()
-    if pretrained: learn.fine_tune(epochs, base_lr=base_lr)
-    else: learn.fit_one_cycle(epochs + 1, base_lr * 5)
-    results['train_seconds'] = time.perf_counter() - t_train
+    results['train_seconds'] = _demo_train(learn, epochs, base_lr, pretrained, print_fn)
     results['error_rate'] = learn.recorder.values[-1][-1]
     save(learn.recorder.plot_loss(), 'loss.png')
 
@@ -75,14 +98,7 @@ def run_demo(out='demo_out', epochs=3, arch='efficientnet_lite0', size=128, pres
     (out/'most_confused.txt').write_text('\n'.join(f"{a} -> {p}: {n}" for a, p, n in confused) + '\n')
     for a, p, n in confused[:5]: print_fn(f"  {a} taken for {p}: {n} times")
 
-    print_fn("5. Export, load the export back, predict an image")
-    export_path = learn.export(out/'model.pkl')
-    learn2 = load_learner(export_path)
-    fname = dls.valid_ds.items[0]
-    label, idx, probs = learn2.predict(fname)
-    results['prediction'] = {'file': str(fname), 'label': label, 'probability': float(probs[idx])}
-    actual = RegexLabeller(r'(.+)_[0-9]+.jpg$')(fname.name)
-    print_fn(f"  {fname.name}: predicted {label} (p={float(probs[idx]):.2f}); actual {actual}")
+    results['prediction'] = _demo_export(learn, dls, out, print_fn)
     results['total_seconds'] = time.perf_counter() - t0
     (out/'results.json').write_text(json.dumps(results, indent=2))
     print_fn(f"Done in {results['total_seconds']:.0f} s: final error rate {results['error_rate']:.3f}. Files in {out}/")
