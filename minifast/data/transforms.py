@@ -278,7 +278,7 @@ class CategoryMap:
             items = list(col.cat.categories)
             if strict: used = set(col.dropna()); items = [o for o in items if o in used]
         else:
-            items = [o for o in dict.fromkeys(col) if o == o]   # `o == o` is false only for NaN: a missing label
+            items = [o for o in dict.fromkeys(col) if o is not None and o == o]   # None and NaN: missing labels
             if sort: items = sorted(items)
         self.items, self.add_na = (['#na#'] + items if add_na else items), add_na
         self.o2i = {o: i for i, o in enumerate(self.items)}
