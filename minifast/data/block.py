@@ -6,12 +6,14 @@
 __all__ = ['TransformBlock', 'CategoryBlock', 'MultiCategoryBlock', 'RegressionBlock', 'DataBlock']
 
 # %% ../../nbs/03_data.block.ipynb #3ed5edf1
+import copy
 from pathlib import Path
 
 import torch
 
 from ..core import listify
-from .transforms import Categorize, MultiCategorize, Pipeline, RandomSplitter, Transform, as_transform
+from .transforms import (Categorize, EncodedMultiCategorize, MultiCategorize, OneHotEncode, Pipeline,
+                                      RandomSplitter, Transform, as_transform)
 from .core import _ONE_SIZE_ADVICE, DataLoaders, Datasets
 
 # %% ../../nbs/03_data.block.ipynb #1ff8bc12
@@ -22,13 +24,20 @@ class TransformBlock:
         self.kind = kind
     def __repr__(self): return f"{type(self).__name__}(kind={self.kind!r})"
 
-def CategoryBlock(vocab=None, sort=True):
-    "A single label per item, encoded as a class index; `vocab` defaults to the sorted training labels."
-    return TransformBlock(type_tfms=Categorize(vocab=vocab, sort=sort), kind='category')
+def CategoryBlock(vocab=None, sort=True, add_na=False):
+    """A single label per item, encoded as a class index; `vocab` defaults to the sorted training labels, `add_na`
+    adds a `'#na#'` class first."""
+    return TransformBlock(type_tfms=Categorize(vocab=vocab, sort=sort, add_na=add_na), kind='category')
 
-def MultiCategoryBlock(vocab=None):
-    "Several labels per item (a list), encoded as a one-hot vector."
-    return TransformBlock(type_tfms=MultiCategorize(vocab=vocab), kind='multicategory')
+def MultiCategoryBlock(encoded=False, vocab=None, add_na=False):
+    """Several labels per item (a list), encoded as a one-hot vector; `encoded=True` when the data already holds the
+    one-hot vector (then `vocab` is needed)."""
+    if encoded:
+        if vocab is None: raise ValueError("MultiCategoryBlock(encoded=True) needs vocab=, the class names of the "
+                                           "one-hot columns, in their order.")
+        tfms = [EncodedMultiCategorize(vocab=vocab)]
+    else: tfms = [MultiCategorize(vocab=vocab, add_na=add_na), OneHotEncode()]
+    return TransformBlock(type_tfms=tfms, kind='multicategory')
 
 class _ToFloatTensor(Transform):
     def encodes(self, o): return torch.as_tensor(o, dtype=torch.float32)
@@ -120,6 +129,13 @@ class DataBlock:
         return DataLoaders.from_dsets(dsets, bs=bs, val_bs=val_bs, shuffle=shuffle, after_item=after_item,
                                       after_batch=after_batch,
                                       num_workers=num_workers, device=device, seed=seed, path=path, **kwargs)
+
+    def new(self, item_tfms=None, batch_tfms=None) -> 'DataBlock':
+        "A copy of this DataBlock with `item_tfms` and `batch_tfms` in place of its own (the blocks' transforms stay)."
+        res = copy.copy(self)
+        res.item_tfms = [as_transform(t) for t in listify(item_tfms)]
+        res.batch_tfms = [as_transform(t) for t in listify(batch_tfms)]
+        return res
 
     def summary(self, source, bs=4, show_batch=False, print_fn=print):
         "Build `bs` training samples from `source` step by step, printing each intermediate result and any failure."

@@ -6,7 +6,7 @@
 __all__ = ['image_extensions', 'get_files', 'get_image_files', 'RandomSplitter', 'IndexSplitter', 'FuncSplitter',
            'GrandparentSplitter', 'ColSplitter', 'RegexLabeller', 'using_attr', 'parent_label', 'ColReader',
            'Transform', 'transform_class', 'registered_transforms', 'FuncTransform', 'as_transform', 'Pipeline',
-           'CategoryMap', 'Categorize', 'MultiCategorize']
+           'CategoryMap', 'Categorize', 'MultiCategorize', 'OneHotEncode', 'EncodedMultiCategorize']
 
 # %% ../../nbs/01_data.transforms.ipynb #610160d4
 import mimetypes
@@ -90,13 +90,13 @@ class FuncSplitter:
 
 class GrandparentSplitter:
     """Split by the name of the grandparent folder: `path/train/cat/x.jpg` goes to training,
-    `path/valid/...` to validation."""
+    `path/valid/...` to validation; `train_name` and `valid_name` may each be a list of names."""
     def __init__(self, train_name='train', valid_name='valid'):
         self.train_name, self.valid_name = train_name, valid_name
     def __call__(self, items):
         names = [Path(o).parent.parent.name for o in items]
-        train = L(i for i, n in enumerate(names) if n == self.train_name)
-        valid = L(i for i, n in enumerate(names) if n == self.valid_name)
+        def idxs(wanted): return L(i for w in listify(wanted) for i, n in enumerate(names) if n == w)
+        train, valid = idxs(self.train_name), idxs(self.valid_name)
         if not train or not valid:
             raise ValueError(f"GrandparentSplitter: found {len(train)} items under '{self.train_name}' and "
                              f"{len(valid)} under '{self.valid_name}' grandparent folders (e.g. {items[0]}). "
@@ -104,12 +104,19 @@ class GrandparentSplitter:
         return train, valid
 
 class ColSplitter:
-    "Split a DataFrame's rows by the boolean column `col` (true means validation)."
-    def __init__(self, col='is_valid'): self.col = col
+    """Split a DataFrame's rows by the column `col` (a name or a position): true means validation, or, with `on`,
+    a value in `on`."""
+    def __init__(self, col='is_valid', on=None): self.col, self.on = col, on
     def __call__(self, df):
-        if self.col not in df.columns: raise KeyError(f"ColSplitter: the DataFrame has no column '{self.col}' "
-                                                      f"(columns: {list(df.columns)}).")
-        mask = df[self.col].astype(bool).tolist()
+        if isinstance(self.col, int):
+            if not -df.shape[1] <= self.col < df.shape[1]:
+                raise IndexError(f"ColSplitter: column {self.col} is out of range for a DataFrame of {df.shape[1]} "
+                                 f"columns ({list(df.columns)}).")
+            c = df.iloc[:, self.col]
+        elif self.col not in df.columns: raise KeyError(f"ColSplitter: the DataFrame has no column '{self.col}' "
+                                                        f"(columns: {list(df.columns)}).")
+        else: c = df[self.col]
+        mask = (c.isin(listify(self.on)) if self.on is not None else c.astype(bool)).tolist()
         return L(i for i, m in enumerate(mask) if not m), L(i for i, m in enumerate(mask) if m)
 
 # %% ../../nbs/01_data.transforms.ipynb #b0a46aa4
@@ -142,17 +149,20 @@ def parent_label(o) -> str:
     return Path(o).parent.name
 
 class ColReader:
-    "Read column(s) `cols` of a DataFrame row, adding `pref`/`suff`, splitting on `label_delim` for multi-label."
+    """Read column(s) `cols` of a DataFrame row (a Series, or a namedtuple from `df.itertuples()`), adding
+    `pref`/`suff`, splitting on `label_delim` for multi-label; several columns give a list of values."""
     def __init__(self, cols, pref='', suff='', label_delim=None):
         self.cols, self.pref, self.suff, self.label_delim = listify(cols), pref, suff, label_delim
 
     def _read(self, row, col):
+        fields = getattr(row, '_fields', None)   # a namedtuple: columns are attributes, int positions count the Index
         if isinstance(col, int): o = row.iloc[col] if hasattr(row, 'iloc') else row[col]
+        elif fields is not None and col in fields: o = getattr(row, col)
         else:
             try: o = row[col]
-            except KeyError: raise KeyError(f"ColReader: the row has no column {col!r}; available: "
-                                            f"{list(getattr(row, 'index', []))}.") from None
-        if self.label_delim is not None: return str(o).split(self.label_delim)
+            except (KeyError, TypeError): raise KeyError(f"ColReader: the row has no column {col!r}; available: "
+                                                         f"{list(fields or getattr(row, 'index', []))}.") from None
+        if self.label_delim is not None: return str(o).split(self.label_delim) if len(str(o)) else []
         if self.pref or self.suff:
             return (Path(self.pref)/f"{o}{self.suff}") if isinstance(self.pref, Path) else f"{self.pref}{o}{self.suff}"
         return o
@@ -177,6 +187,7 @@ class Transform:
 
     def encodes(self, x): return x
     def decodes(self, x): return x
+    def decode(self, x): return self.decodes(x)
     def setup(self, items): "Prepare from the training items (for example, build a vocabulary)."
     def get_config(self) -> dict: return {}
 
@@ -256,42 +267,58 @@ class Pipeline:
     def __repr__(self): return f"Pipeline: {' -> '.join(map(repr, self.tfms)) or '(empty)'}"
 
 # %% ../../nbs/01_data.transforms.ipynb #ff26b054
+def _is_categorical(col) -> bool: return getattr(getattr(col, 'dtype', None), 'name', None) == 'category'
+
 class CategoryMap:
-    "The sorted list of class names (`vocab`) and its reverse mapping `o2i`."
-    def __init__(self, labels, sort=True):
-        uniq = list(dict.fromkeys(labels))
-        self.items = sorted(uniq) if sort else uniq
+    """The class names (`items`, sorted unless `sort=False`) and the reverse mapping `o2i`. A pandas categorical
+    column keeps its category order (only the used ones if `strict`); `add_na` puts `'#na#'` first, the class of
+    any unknown label."""
+    def __init__(self, col, sort=True, add_na=False, strict=False):
+        if _is_categorical(col):
+            items = list(col.cat.categories)
+            if strict: used = set(col.dropna()); items = [o for o in items if o in used]
+        else:
+            items = [o for o in dict.fromkeys(col) if o is not None and o == o]   # None and NaN: missing labels
+            if sort: items = sorted(items)
+        self.items, self.add_na = (['#na#'] + items if add_na else items), add_na
         self.o2i = {o: i for i, o in enumerate(self.items)}
 
     def index(self, label):
-        try: return self.o2i[label]
+        try: return self.o2i[label] if not self.add_na else self.o2i.get(label, 0)
         except (KeyError, TypeError):
             raise KeyError(f"The label {label!r} is not in the vocabulary built from the training set "
                            f"({len(self.items)} classes, e.g. {self.items[:5]}). Every class needs training examples: "
                            f"change the split, or pass vocab= with all the classes.") from None
 
+    def map_objs(self, objs) -> L: return L(self.index(o) for o in objs)
+    def map_ids(self, ids) -> L: return L(self[i] for i in ids)
+
     def __len__(self): return len(self.items)
-    def __getitem__(self, i): return self.items[i]
+    def __getitem__(self, i):
+        if isinstance(i, slice): return L(self.items[i])
+        if isinstance(i, (list, tuple, L)) or getattr(i, 'ndim', 0) > 0: return L(self.items[int(j)] for j in i)
+        return self.items[int(i)]
     def __iter__(self): return iter(self.items)
+    def __contains__(self, label): return _known(self, label)
     def __eq__(self, other): return list(self) == list(other)
     def __repr__(self):
         if len(self) <= 10: return f"CategoryMap({self.items!r})"
         return f"CategoryMap({len(self)} classes: {self.items[:10]!r} ...)"
 
-# %% ../../nbs/01_data.transforms.ipynb #d05b7652
 def _known(vocab, label):
     try: return label in vocab.o2i
     except TypeError: return False   # unhashable: never a class name
 
+# %% ../../nbs/01_data.transforms.ipynb #d05b7652
 class Categorize(Transform):
     "Turn a label into its class index (a long tensor); the vocabulary comes from the training labels."
     order = 1
-    def __init__(self, vocab=None, sort=True):
-        self.vocab = None if vocab is None else CategoryMap(vocab, sort=sort)
-        self.sort = sort
+    def __init__(self, vocab=None, sort=True, add_na=False):
+        self.sort, self.add_na = sort, add_na
+        self.vocab = None if vocab is None else CategoryMap(vocab, sort=sort, add_na=add_na)
 
     def setup(self, labels):
-        if self.vocab is None: self.vocab = CategoryMap(labels, sort=self.sort)
+        if self.vocab is None: self.vocab = CategoryMap(labels, sort=self.sort, add_na=self.add_na)
 
     def encodes(self, label):
         if self.vocab is None: raise RuntimeError("Categorize has no vocabulary yet: "
@@ -300,31 +327,64 @@ class Categorize(Transform):
 
     def unknown(self, label) -> list:
         "`[label]` if the vocabulary lacks it, else `[]` (lets `Datasets` check the validation labels up front)."
-        return [] if _known(self.vocab, label) else [label]
+        return [] if self.vocab.add_na or _known(self.vocab, label) else [label]
 
     def decodes(self, idx): return self.vocab[int(idx)]
-    def get_config(self): return {'vocab': None if self.vocab is None else list(self.vocab), 'sort': self.sort}
+    def get_config(self):
+        vocab = None if self.vocab is None else [o for o in self.vocab][int(self.add_na):]
+        return {'vocab': vocab, 'sort': self.sort, 'add_na': self.add_na}
     def __repr__(self): return f"Categorize({'no vocab yet' if self.vocab is None else f'{len(self.vocab)} classes'})"
 
 # %% ../../nbs/01_data.transforms.ipynb #9f149ec7
 class MultiCategorize(Transform):
-    "Turn a list of labels into a one-hot float vector over the vocabulary (multi-label classification)."
+    "Turn a list of labels into the long tensor of their class indices (multi-label classification)."
     order = 1
-    def __init__(self, vocab=None):
-        self.vocab = None if vocab is None else CategoryMap(vocab)
+    def __init__(self, vocab=None, add_na=False):
+        self.add_na = add_na
+        self.vocab = None if vocab is None else CategoryMap(vocab, add_na=add_na)
 
     def setup(self, label_lists):
-        if self.vocab is None: self.vocab = CategoryMap(l for ls in label_lists for l in ls)
+        if self.vocab is None: self.vocab = CategoryMap((l for ls in label_lists for l in ls), add_na=self.add_na)
 
     def unknown(self, labels) -> list:
         "The labels of the list `labels` that the vocabulary lacks."
-        return [l for l in labels if not _known(self.vocab, l)]
+        return [] if self.vocab.add_na else [l for l in labels if not _known(self.vocab, l)]
 
-    def encodes(self, labels):
-        out = torch.zeros(len(self.vocab))
-        for l in labels: out[self.vocab.index(l)] = 1.
+    def encodes(self, labels): return torch.tensor([self.vocab.index(l) for l in labels], dtype=torch.long)
+    def decodes(self, idxs): return [self.vocab[int(i)] for i in idxs]
+    def get_config(self):
+        vocab = None if self.vocab is None else [o for o in self.vocab][int(self.add_na):]
+        return {'vocab': vocab, 'add_na': self.add_na}
+
+def _one_hot_decode(x) -> list:
+    return torch.nonzero(torch.as_tensor(x).float() > 0.5).flatten().tolist()
+
+class OneHotEncode(Transform):
+    "Turn class indices into a one-hot float vector of `c` classes; `decodes` gives the indices back."
+    order = 2
+    def __init__(self, c=None): self.c = c
+    def setup(self, idxs):
+        "`c` is set by `Datasets` from the vocabulary of the transform before this one."
+    def encodes(self, idxs):
+        if self.c is None: raise RuntimeError("OneHotEncode has no number of classes yet: pass c=, or put it after a "
+                                              "MultiCategorize in a Datasets pipeline.")
+        out = torch.zeros(self.c)
+        out[torch.as_tensor(idxs, dtype=torch.long)] = 1.
         return out
+    def decodes(self, one_hot): return _one_hot_decode(one_hot)
+    def get_config(self): return {'c': self.c}
 
-    def decodes(self, one_hot):
-        return [self.vocab[i] for i in torch.nonzero(torch.as_tensor(one_hot) > 0.5).flatten().tolist()]
-    def get_config(self): return {'vocab': None if self.vocab is None else list(self.vocab)}
+class EncodedMultiCategorize(Transform):
+    "For targets already one-hot encoded in the data: a float tensor; `decodes` gives the labels of `vocab` set."
+    order = 1
+    def __init__(self, vocab):
+        self.vocab = CategoryMap(vocab, sort=False)
+        self.c = len(self.vocab)
+    def encodes(self, one_hot):
+        out = torch.as_tensor(list(one_hot) if not hasattr(one_hot, 'shape') else one_hot, dtype=torch.float32)
+        if out.shape != (self.c,): raise ValueError(f"EncodedMultiCategorize: got a target of shape "
+                                                     f"{tuple(out.shape)} for a vocabulary of {self.c} classes "
+                                                     f"({list(self.vocab)[:5]}); pass one 0/1 value per class.")
+        return out
+    def decodes(self, one_hot): return [self.vocab[i] for i in _one_hot_decode(one_hot)]
+    def get_config(self): return {'vocab': list(self.vocab)}
