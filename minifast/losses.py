@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn, Tensor
 
+from .data.core import register_default_loss
+
 # %% ../nbs/10_losses.ipynb #8c02dda4
 def log_softmax(x: Tensor, dim: int = -1) -> Tensor:
     "`log(softmax(x))` along `dim`, computed as `x - max - log(sum(exp(x - max)))` so `exp` never overflows."
@@ -299,3 +301,8 @@ class L1LossFlat(BaseLoss):
     def forward(self, input: Tensor, target: Tensor) -> Tensor:
         x, t = self._flat_pair(input, target) if self.flatten else (input, target)
         return F.l1_loss(x, t.to(x.dtype), reduction=self.reduction)
+
+# %% ../nbs/10_losses.ipynb #8587448f
+for _kind, _loss in {'category': CrossEntropyLossFlat, 'multicategory': BCEWithLogitsLossFlat,
+                     'regression': MSELossFlat}.items():
+    register_default_loss(_kind, _loss)

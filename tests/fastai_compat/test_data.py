@@ -121,9 +121,9 @@ def test_dls_decode_batch_gives_the_labels(colour_folder):
 
 
 def test_dls_loss_func_is_the_default_loss_of_the_target_block(colour_folder):
+    from minifast.vision.all import BCEWithLogitsLossFlat, CrossEntropyLossFlat, MSELossFlat
     from minifast.data.core import _default_losses
-    if 'category' not in _default_losses:
-        pytest.skip("the learner layer does not register its default losses with register_default_loss yet")
-    from minifast.vision.all import CrossEntropyLossFlat
+    assert {k: _default_losses[k] for k in ('category', 'multicategory', 'regression')} == {
+        'category': CrossEntropyLossFlat, 'multicategory': BCEWithLogitsLossFlat, 'regression': MSELossFlat}
     dls = _bears(colour_folder).dataloaders(colour_folder, bs=4, device='cpu', num_workers=0)
     assert isinstance(dls.loss_func, CrossEntropyLossFlat)
