@@ -21,6 +21,8 @@ class LoadImage(Transform):
     def encodes(self, fn): return PILImage.create(fn, draft_size=self.draft_size)
     def __repr__(self):
         return f"PILImage.create(draft_size={self.draft_size})" if self.draft_size else "PILImage.create"
+    # the export records the draft size: a reloaded learner must decode a JPEG exactly as the one that trained
+    def get_config(self): return {'draft_size': self.draft_size}
 
 def ImageBlock(cls=PILImage):
     """An image element: read as RGB, `uint8` tensor per item, float per batch on the device.
