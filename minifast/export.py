@@ -236,14 +236,24 @@ def _load_export_file(fname, device, allow_pickle):
     return obj, desc
 
 # %% ../nbs/17_export.ipynb #be7ead70
+def _draft_size_of_old_files(tfms, type_descs, item_tfms):
+    """Files written before the type transforms recorded their draft size (JPEG reduced-scale decoding) get it
+    back the way the `DataBlock` set it at training: the largest `draft_size()` of the item transforms."""
+    drafts = [t.draft_size() for p in item_tfms for t in p if callable(getattr(t, 'draft_size', None))]
+    for pipe, descs in zip(tfms, type_descs):
+        for t, d in zip(pipe, descs):
+            if hasattr(t, 'draft_size') and not callable(t.draft_size) and 'draft_size' not in d['config']:
+                t.draft_size = max(drafts) if drafts else None
+
 def _inference_dls(desc, device):
     tfms = [_rebuild_tfms(d) for d in desc['type_tfms']]
+    item = [Pipeline(_rebuild_tfms(d)) for d in desc['item_tfms']]
+    _draft_size_of_old_files(tfms, desc['type_tfms'], item)
     for t, kind in zip(tfms, desc['kinds']):
         if kind in ('category', 'multicategory') and desc['vocab'] is not None:
             for tfm in t:
                 if hasattr(tfm, 'vocab') and tfm.vocab is None: tfm.setup(desc['vocab'])
     dsets = Datasets([], tfms, splits=([], []), n_inp=desc['n_inp'], kinds=desc['kinds'])
-    item = [Pipeline(_rebuild_tfms(d)) for d in desc['item_tfms']]
     batch = [Pipeline(_rebuild_tfms(d)) for d in desc['batch_tfms']]
     loaders = [DataLoader(dsets.subset(i), bs=64, shuffle=False, num_workers=0, device=device, after_item=item,
                           after_batch=batch) for i in (0, 1)]

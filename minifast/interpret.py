@@ -6,6 +6,7 @@
 __all__ = ['Interpretation', 'ClassificationInterpretation']
 
 # %% ../nbs/22_interpret.ipynb #b4fc4952
+import contextlib
 import math
 
 import torch
@@ -16,6 +17,21 @@ from .data.core import show_function
 # %% ../nbs/22_interpret.ipynb #8db31d34
 def _cpu(t): return t.detach().cpu() if isinstance(t, torch.Tensor) else t
 
+class _WithReduction:
+    "A loss function without a `reduction` attribute (e.g. `F.cross_entropy`), called with `reduction=` as fastai does."
+    def __init__(self, func): self.func, self.reduction = func, 'mean'
+    def __call__(self, pred, *yb): return self.func(pred, *yb, reduction=self.reduction)
+
+@contextlib.contextmanager
+def _per_item_losses_possible(learn):
+    """While inside, `learn.loss_func` has a `reduction` to set to 'none' (a plain loss function is wrapped, then
+    put back)."""
+    lf = learn.loss_func
+    if hasattr(lf, 'reduction') or not callable(lf): yield; return
+    learn.loss_func = _WithReduction(lf)
+    try: yield
+    finally: learn.loss_func = lf
+
 class Interpretation:
     """The predictions, targets, decoded predictions and per-item losses of one inference pass; every view reads these,
     nothing re-runs the model."""
@@ -24,6 +40,8 @@ class Interpretation:
             raise ValueError(f"{type(self).__name__}: needs targets and per-item losses; interpret a labelled data set "
                              "(the validation set, or test_dl(items, with_labels=True)).")
         preds, targs, losses = _cpu(preds), _cpu(targs), _cpu(losses)
+        if losses.ndim == 1 and len(preds) and len(losses) != len(preds) and len(losses) % len(preds) == 0:
+            losses = losses.reshape(len(preds), -1)  # a flattening loss (multi-label) gives one loss per label
         n = len(losses)
         if len(preds) != n or len(targs) != n:
             raise ValueError(f"{type(self).__name__}: preds ({len(preds)}), targs ({len(targs)}) and losses ({n}) "
@@ -36,7 +54,8 @@ class Interpretation:
     def from_learner(cls, learn, ds_idx=1, dl=None, act=None):
         "Run `learn`'s model once over `dl` (default: `learn.dls[ds_idx]`) and keep what it produced."
         if dl is None: dl = learn.dls[ds_idx]
-        preds, targs, decoded, losses = learn.get_preds(dl=dl, with_decoded=True, with_loss=True, act=act)
+        with _per_item_losses_possible(learn):
+            preds, targs, decoded, losses = learn.get_preds(dl=dl, with_decoded=True, with_loss=True, act=act)
         return cls(preds, targs, losses, decoded=decoded, dl=dl, **cls._learner_kwargs(learn, dl))
 
     @classmethod
@@ -45,6 +64,20 @@ class Interpretation:
         return {}
 
     def __len__(self): return len(self.losses)
+
+    def __getitem__(self, idxs):
+        """`(inputs, preds, targs, decoded, losses)` of the items at `idxs` (a list, a tensor or one index), as in
+        fastai; the inputs are rebuilt by the data loader's validation pipelines, the rest is what was kept."""
+        if isinstance(idxs, torch.Tensor): idxs = idxs.tolist()
+        if not isinstance(idxs, (list, tuple, range)): idxs = [idxs]
+        idxs = [int(i) for i in idxs]
+        if not hasattr(self.dl, 'make_batch'):
+            raise ValueError("Interpretation[idxs]: this interpretation has no minifast data loader to rebuild the "
+                             "inputs from; build it with from_learner.")
+        b = self.dl.make_batch(idxs)
+        n_inp = getattr(self.dl, 'n_inp', 1)
+        inputs = b[0] if n_inp == 1 else tuple(b[:n_inp])
+        return inputs, self.preds[idxs], self.targs[idxs], self.decoded[idxs], self.losses[idxs]
 
     def top_losses(self, k=None, largest=True, items=False):
         "The `k` largest (or smallest) losses and their indices in the data set, and the items if `items`."
@@ -141,6 +174,9 @@ class ClassificationInterpretation(Interpretation):
     def __init__(self, preds, targs, losses, decoded=None, dl=None, vocab=None):
         preds = _cpu(preds)
         if decoded is None: decoded = preds.argmax(-1)
+        # a plain loss function (no `decodes`) leaves the decoded predictions as the scores: take the class
+        if isinstance(decoded, torch.Tensor) and decoded.ndim == 2 and decoded.is_floating_point():
+            decoded = decoded.argmax(-1)
         super().__init__(preds, targs, losses, decoded=decoded, dl=dl)
         if self.targs.ndim != 1 or self.decoded.ndim != 1 or self.targs.is_floating_point():
             raise ValueError(f"ClassificationInterpretation: needs one class index per item, got targets of shape "

@@ -12,20 +12,32 @@ from ..data.block import CategoryBlock, DataBlock, MultiCategoryBlock
 from ..data.transforms import (ColReader, ColSplitter, GrandparentSplitter, RandomSplitter, RegexLabeller,
                                       Transform, get_image_files, parent_label, using_attr)
 from ..data.block import TransformBlock
-from .core import IntToFloatTensor, PILImage, ToTensor
+from .core import IntToFloatTensor, PILImage, PILImageBW, ToTensor
 
 # %% ../../nbs/09_vision.data.ipynb #c7435bff
+_image_classes = {'PILImage': PILImage, 'PILImageBW': PILImageBW}   # what an export file may name
+
 class LoadImage(Transform):
-    "The type transform of `ImageBlock`: a file name (or PIL image, array, bytes) -> an upright RGB `PILImage`."
-    def __init__(self, draft_size=None): self.draft_size = draft_size  # set by DataBlock from the item transforms
-    def encodes(self, fn): return PILImage.create(fn, draft_size=self.draft_size)
+    """The type transform of `ImageBlock`: a file name (or PIL image, array, bytes) -> an upright `cls` image
+    (`PILImage`: RGB, `PILImageBW`: grey)."""
+    def __init__(self, draft_size=None, cls=PILImage):
+        self.draft_size = draft_size  # set by DataBlock from the item transforms
+        cls = _image_classes.get(cls, cls) if isinstance(cls, str) else cls
+        if cls not in _image_classes.values():
+            raise ValueError(f"ImageBlock: cls={cls!r} must be one of {', '.join(_image_classes)}.")
+        self.cls = cls
+    def encodes(self, fn): return self.cls.create(fn, draft_size=self.draft_size)
     def __repr__(self):
-        return f"PILImage.create(draft_size={self.draft_size})" if self.draft_size else "PILImage.create"
+        name = f"{self.cls.__name__}.create"
+        return f"{name}(draft_size={self.draft_size})" if self.draft_size else name
+    # the export records the draft size: a reloaded learner must decode a JPEG exactly as the one that trained
+    def get_config(self): return {'draft_size': self.draft_size, 'cls': self.cls.__name__}
 
 def ImageBlock(cls=PILImage):
-    """An image element: read as RGB, `uint8` tensor per item, float per batch on the device.
-    (`cls` is accepted for fastai code; images are always `PILImage`.)"""
-    return TransformBlock(type_tfms=LoadImage(), item_tfms=ToTensor(), batch_tfms=IntToFloatTensor(), kind='image')
+    """An image element read as `cls` (`PILImage`: 3 channels, `PILImageBW`: 1 channel): `uint8` tensor per item,
+    float per batch on the device."""
+    return TransformBlock(type_tfms=LoadImage(cls=cls), item_tfms=ToTensor(), batch_tfms=IntToFloatTensor(),
+                          kind='image')
 
 # %% ../../nbs/09_vision.data.ipynb #4e45c541
 class ImageDataLoaders:
@@ -95,3 +107,14 @@ class ImageDataLoaders:
                            get_y=ColReader(label_name, label_delim=label_delim), splitter=splitter,
                            item_tfms=item_tfms, batch_tfms=batch_tfms)
         return cls._dataloaders(dblock, df, path, seed=seed, **kwargs)
+
+    @classmethod
+    def from_csv(cls, path, csv_fname='labels.csv', header='infer', delimiter=None, quoting=None, **kwargs):
+        """The table `path/csv_fname` read with pandas (`header`, `delimiter`, `quoting` as in `pd.read_csv`),
+        then `from_df(df, path=path, **kwargs)`."""
+        import csv
+        import pandas as pd
+        sep = {} if delimiter is None else {'delimiter': delimiter}   # pandas reads an explicit None as "sniff it"
+        quoting = csv.QUOTE_MINIMAL if quoting is None else quoting
+        df = pd.read_csv(Path(path) / csv_fname, header=header, quoting=quoting, **sep)
+        return cls.from_df(df, path=path, **kwargs)

@@ -51,7 +51,7 @@ def test_summary_explains_why_items_cannot_be_collated(pets_path):
     steps = ['2 datasets of sizes 89 (train) and 22 (valid)', 'vocab: 37 classes',
              'PILImage.create(draft_size=64) -> PILImage mode=RGB',
              'Categorize(37 classes) -> Tensor of shape (), dtype torch.int64',
-             'Resize(size=[64, 64]', '-> Image mode=RGB size=64x64',
+             'Resize(size=[64, 64]', '-> PILImage mode=RGB size=64x64',
              'ToTensor() -> Tensor of shape (3, 64, 64), dtype torch.uint8',
              'Collating 4 samples', 'element 0: Tensor of shape (4, 3, 64, 64), dtype torch.uint8',
              'FusedGeometry(', ') -> Tensor of shape (4, 3, 32, 32), dtype torch.float32', 'FusedLighting(']
