@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['NAN_ADVICE', 'plt', 'pd', 'default_device', 'to_device', 'to_cpu', 'to_np', 'tensor', 'set_seed', 'listify',
            'keep_freed_memory', 'release_free_memory', 'import_pandas', 'L', 'Path', 'torch', 'nn', 'F', 'np',
-           'partial', 'first']
+           'partial', 'first', 're']
 
 # %% ../nbs/00_core.ipynb #1f45339a
 import ctypes
@@ -14,6 +14,7 @@ import importlib
 import numbers
 import os
 import random
+import re  # noqa: F401  (re-exported through _all_)
 import sys
 import types
 from functools import partial
@@ -28,7 +29,7 @@ from fastcore.foundation import L
 import fastcore.xtras  # noqa: F401  (adds Path.ls, used throughout fastbook)
 
 # re-exported for the notebook namespace of `minifast.vision.all` (fastai's star-import gives the same names)
-_all_ = ['L', 'Path', 'torch', 'nn', 'F', 'np', 'partial', 'first', 'plt', 'pd']
+_all_ = ['L', 'Path', 'torch', 'nn', 'F', 'np', 'partial', 'first', 'plt', 'pd', 're']  # re: fastbook's regexes
 
 # %% ../nbs/00_core.ipynb #dfb56e20
 def default_device() -> torch.device:

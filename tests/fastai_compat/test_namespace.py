@@ -10,7 +10,7 @@ import pytest
 import torch
 
 BASICS = ['torch', 'nn', 'F', 'np', 'partial', 'Path', 'L', 'tensor', 'first', 'set_seed', 'to_cpu', 'to_np',
-          'to_device', 'default_device', 'image2tensor', 'show_image', 'show_images', 'plt', 'pd']
+          'to_device', 'default_device', 'image2tensor', 'show_image', 'show_images', 'plt', 'pd', 're']
 
 
 def _star():
