@@ -131,6 +131,8 @@ class DatasetSubset(torch.utils.data.Dataset):
     @property
     def items(self): return self.dsets.items[self.idxs]
     def decode(self, sample): return self.dsets.decode(sample)
+    @property
+    def vocab(self): return self.dsets.vocab   # fastbook reads dsets.train.vocab
     def __repr__(self):
         return f"{['train', 'valid'][self.split_idx] if self.split_idx in (0, 1) else 'subset'}: {len(self)} samples"
 
