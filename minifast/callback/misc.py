@@ -40,7 +40,8 @@ class CSVLogger(Callback):
     def after_epoch(self):
         if self._file is None or not self.learn.recorder.epoch_logged: return  # no new row: failed or cancelled
         log = self.learn.recorder.log
-        self._write(list(log[:-1]) + [format_time(log[-1])])
+        timed = self.learn.recorder.add_time
+        self._write(list(log[:-1] if timed else log) + ([format_time(log[-1])] if timed else []))
 
     def after_fit(self):
         if self._file is not None: self._file.close()
@@ -69,9 +70,10 @@ class ShowGraphCallback(Callback):
         if self.fig is None: self.fig, self.ax = plt.subplots(figsize=(6, 4))
         ax = self.ax
         ax.clear()
-        losses = rec.losses
+        losses = [float(v) for v in rec.losses]
         ax.plot(range(len(losses)), losses, label='train')
-        valid = [(it, v[1]) for it, v in zip(rec.iters, rec.values) if v[1] == v[1]]  # skip NaN (no validation)
+        i = rec.value_names.index('valid_loss') if 'valid_loss' in rec.value_names else None
+        valid = [(it, v[i]) for it, v in zip(rec.iters, rec.values) if i is not None and v[i] == v[i]]  # no NaN
         if valid: ax.plot(*zip(*valid), 'o-', label='valid')
         ax.set_xlim(0, max(self.n_total, len(losses)))
         ax.set_xlabel('iteration'); ax.set_ylabel('loss'); ax.legend()

@@ -85,7 +85,8 @@ class ProgressCallback(Callback):
         # no new row: the epoch failed or was cancelled
         if not self.show_table or recorder is None or not recorder.epoch_logged: return
         log = recorder.log
-        row = [_fmt(v) for v in log[:-1]] + [format_time(log[-1])]
+        timed = recorder.add_time
+        row = [_fmt(v) for v in (log[:-1] if timed else log)] + ([format_time(log[-1])] if timed else [])
         self.rows.append(row)
         self._show(recorder.metric_names)
 

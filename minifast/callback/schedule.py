@@ -211,6 +211,7 @@ class LRFinder(Callback):
     "Grow the lr exponentially from `start_lr` to `end_lr` over `num_it` batches; restore the model and optimiser."
     order, run_valid = 60, False
     expects_divergence = True  # StepGuard stands aside, the Recorder does not warn: divergence is what it looks for
+    skips_validation = True  # the Recorder's rows hold the training loss only
     def __init__(self, start_lr=1e-7, end_lr=10, num_it=100, stop_div=True):
         if not 0 < start_lr < end_lr:
             raise ValueError(f"lr_find: need 0 < start_lr < end_lr, got start_lr={start_lr}, end_lr={end_lr}.")

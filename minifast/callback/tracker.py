@@ -33,7 +33,7 @@ class TrackerCallback(Callback):
         if recorder is None:
             raise ValueError(f"{type(self).__name__} reads the Recorder's results; "
                              "create the Learner with default_cbs=True.")
-        names = recorder.metric_names[1:-1]  # the columns of recorder.values: no epoch, no time
+        names = recorder.value_names  # the columns of recorder.values
         if self.monitor not in names:
             raise ValueError(f"{type(self).__name__}: monitor={self.monitor!r} is not a column of the results table; "
                              f"choose one of {names}.")
