@@ -44,6 +44,7 @@ class Callback:
     expects_divergence = False  # it drives the loss up on purpose: no NaN warnings, no step skipping
     skips_bad_steps = False  # it skips the steps with non-finite gradients itself (a gradient scaler)
     skips_validation = False  # it cancels every validation (lr_find): the Recorder keeps no validation columns
+    fit_only = False  # True: its before_fit/after_fit prepare and end training, `validate` does not send them
 
     @property
     def name(self) -> str:
@@ -94,6 +95,7 @@ class StepState:
 class TrainEvalCallback(Callback):
     "Switch the model between train and eval mode and count the training iterations."
     order = -10
+    fit_only = True  # its before_fit/after_fit belong to training: `validate` does not send them
     def before_fit(self):
         self.learn.train_iter, self.learn.pct_train = 0, 0.
         self.learn.n_train_iter = max(1, self.learn.n_epoch * len(self.learn.dls.train))

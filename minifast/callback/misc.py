@@ -19,6 +19,7 @@ from .progress import format_time, in_notebook
 class CSVLogger(Callback):
     "Write each epoch's results (the table's columns) to the CSV file `learn.path/fname`; `append` keeps earlier rows."
     order = 60
+    fit_only = True  # its before_fit/after_fit belong to training: `validate` does not send them
     def __init__(self, fname='history.csv', append=False):
         self.fname, self.append = Path(fname), append
         self._file, self.path = None, None  # `path` is known once the callback belongs to a learner
@@ -58,6 +59,7 @@ class CSVLogger(Callback):
 class ShowGraphCallback(Callback):
     "Plot the training and validation losses after each epoch (updated in place in a notebook, kept in `.fig`)."
     order = 65
+    fit_only = True  # its before_fit/after_fit belong to training: `validate` does not send them
     def before_fit(self):
         self.run = not any_cb(self.learn.cbs, 'expects_divergence')  # no graph of lr_find's search
         self.fig, self._handle = None, None
@@ -91,6 +93,7 @@ class ShowGraphCallback(Callback):
 class GradientAccumulation(Callback):
     "Accumulate gradients over batches until `n_acc` items have been seen, then take one optimiser step."
     order, run_valid = 5, False
+    fit_only = True  # its before_fit/after_fit belong to training: `validate` does not send them
     def __init__(self, n_acc=32):
         if n_acc < 1: raise ValueError(f"GradientAccumulation: n_acc={n_acc} must be a positive number of items.")
         self.n_acc = n_acc

@@ -45,6 +45,7 @@ def _fmt(v):
 class ProgressCallback(Callback):
     "Show a progress bar while training and validating, and a row of results after each epoch."
     order = 70  # after the Recorder has computed the epoch's results
+    fit_only = True  # its before_fit/after_fit belong to training: `validate` does not send them
     def __init__(self, show_bar=True, show_table=True, refresh_s=0.5):
         self.show_bar, self.show_table, self.refresh_s = show_bar, show_table, refresh_s
         self.bar, self.rows, self._handle = None, [], None

@@ -55,6 +55,7 @@ def _not_finite_message(bad, epoch, first_bad=None, fallback=None):
 class Recorder(Callback):
     "Record the smoothed training loss, learning rates and momentums per batch, and losses and metrics per epoch."
     order = 50
+    fit_only = True  # its before_fit/after_fit belong to training: `validate` does not send them
     def __init__(self, add_time=True, train_metrics=False, valid_metrics=True, beta=0.98, warn_not_finite=True):
         self.add_time, self.train_metrics, self.valid_metrics = add_time, train_metrics, valid_metrics
         self.beta, self.warn_not_finite = beta, warn_not_finite

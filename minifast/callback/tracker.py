@@ -19,6 +19,7 @@ from .core import Callback, CancelFitException, any_cb
 class TrackerCallback(Callback):
     "Track the column `monitor` of the results; `improved` says whether an epoch beat `best` by more than `min_delta`."
     order = 60
+    fit_only = True  # its before_fit/after_fit belong to training: `validate` does not send them
     def __init__(self, monitor='valid_loss', comp=None, min_delta=0., reset_on_fit=True):
         if comp is None: comp = np.less if ('loss' in monitor or 'error' in monitor) else np.greater
         if comp not in (np.less, np.greater):
@@ -135,6 +136,7 @@ class StepGuard(Callback):
     `skips_bad_steps` or `expects_divergence`, and for an optimiser that cannot skip on the device (`fallback` says
     why); reports through `learn.step_state`."""
     order = 20  # its before_step after the callbacks that change gradients (default order 0), before the Recorder (50)
+    fit_only = True  # its before_fit/after_fit belong to training: `validate` does not send them
     def __init__(self): self.active, self.fallback, self._stats = False, None, None
 
     def before_fit(self):
@@ -192,6 +194,7 @@ class StepGuard(Callback):
 class TerminateOnNaNCallback(Callback):
     "Stop training at the first NaN or infinite loss, before its backward pass, with the weights of the last good step."
     order = -5
+    fit_only = True  # its before_fit/after_fit belong to training: `validate` does not send them
     def before_fit(self): self.stopped_at, self._stats = None, None
 
     def before_train(self): self._stats = _Snapshot(_running_stats(self.learn.model))
