@@ -23,7 +23,8 @@ from .callback.fp16 import MixedPrecision
 from .callback.preds import gather_preds, valid_stats
 from .callback.progress import ProgressCallback
 from .callback.recorder import Recorder
-from .callback.schedule import ParamScheduler, flat_cos_scheds, lr_range, one_cycle_scheds, valley
+from .callback.schedule import (ParamScheduler, SchedCos, combine_scheds, flat_cos_scheds, lr_range,
+                                       one_cycle_scheds, valley)
 from .callback.schedule import lr_find as _lr_find
 from .callback.tracker import StepGuard
 from .callback.tta import tta as _tta
@@ -282,6 +283,19 @@ class Learner(LearnerLoop):
         lr_max = lr_range(self.lr if lr_max is None else lr_max, len(self.opt.hypers))
         scheds = one_cycle_scheds(lr_max, div=div, div_final=div_final, pct_start=pct_start, moms=moms or self.moms)
         self.fit(n_epoch, lr=lr_max / div, wd=wd, cbs=[ParamScheduler(scheds)] + listify(cbs), start_epoch=start_epoch)
+
+    def fit_sgdr(self, n_cycles, cycle_len, lr_max=None, cycle_mult=2, cbs=None, reset_opt=False, wd=None,
+                 start_epoch=0):
+        """SGDR: `n_cycles` cosine annealings of the lr from `lr_max` to 0, the first `cycle_len` epochs long, each
+        next one `cycle_mult` times longer: `cycle_len * (cycle_mult**n_cycles - 1) / (cycle_mult - 1)` epochs."""
+        if n_cycles < 1 or cycle_len < 1:
+            raise ValueError(f"fit_sgdr: n_cycles={n_cycles} and cycle_len={cycle_len} must be at least 1.")
+        if reset_opt or self.opt is None: self.create_opt()
+        lr_max = lr_range(self.lr if lr_max is None else lr_max, len(self.opt.hypers))
+        lens = [cycle_len * cycle_mult ** i for i in range(n_cycles)]
+        n_epoch = int(round(sum(lens)))
+        scheds = {'lr': combine_scheds([n / sum(lens) for n in lens], [SchedCos(lr_max, 0.) for _ in lens])}
+        self.fit(n_epoch, lr=lr_max, wd=wd, cbs=[ParamScheduler(scheds)] + listify(cbs), start_epoch=start_epoch)
 
     def fit_flat_cos(self, n_epoch, lr=None, div_final=1e5, pct_start=0.75, wd=None, cbs=None, reset_opt=False,
                      start_epoch=0):

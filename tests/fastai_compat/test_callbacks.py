@@ -61,3 +61,35 @@ def test_callback_names_follow_fastais_rule():
     learn = _learner(cbs=[CSVLogger(), ActivationStats()])
     assert isinstance(learn.csv_logger, CSVLogger) and isinstance(learn.activation_stats, ActivationStats)
     assert learn.train_eval.name == 'train_eval' and learn.recorder.name == 'recorder'
+
+
+def test_gradient_clip_bounds_the_gradient_norm_before_the_step():
+    from minifast.vision.all import GradientClip
+    norms = []
+    class Norm(Callback):
+        order = 15  # after GradientClip (0), before the step
+        def before_step(self):
+            grads = [p.grad.flatten() for p in self.model.parameters()]
+            norms.append(float(torch.linalg.vector_norm(torch.cat(grads), ord=1.)))
+    learn = _learner(cbs=[GradientClip(max_norm=0.05, norm_type=1.), Norm()])
+    with learn.no_bar(): learn.fit(1, 1e-2)
+    assert norms and max(norms) <= 0.05 + 1e-6
+    learn = _learner(cbs=[Norm()])
+    norms.clear()
+    with learn.no_bar(): learn.fit(1, 1e-2)
+    assert max(norms) > 0.05, "without the callback the gradients are larger: the test can fail"
+
+
+def test_fit_sgdr_runs_cosine_cycles_of_growing_length():
+    import math
+    learn = _learner()
+    with learn.no_bar(): learn.fit_sgdr(3, 1, lr_max=1e-2, cycle_mult=2)
+    n = len(learn.dls.train)
+    assert len(learn.recorder.values) == 1 * (2 ** 3 - 1) // (2 - 1)  # 7 epochs
+    lrs = learn.recorder.lrs
+    for start, length in [(0, 1), (1, 2), (3, 4)]:  # each cycle: cosine from lr_max to 0
+        cycle = lrs[start * n:(start + length) * n]
+        assert math.isclose(cycle[0], 1e-2, rel_tol=1e-6) and cycle[-1] < 1e-3
+        assert all(a >= b for a, b in zip(cycle, cycle[1:]))
+        mid = cycle[len(cycle) // 2]
+        assert math.isclose(mid, 5e-3, rel_tol=0.1)
