@@ -23,7 +23,8 @@ from .callback.fp16 import MixedPrecision
 from .callback.preds import gather_preds, valid_stats
 from .callback.progress import ProgressCallback
 from .callback.recorder import Recorder
-from .callback.schedule import ParamScheduler, flat_cos_scheds, lr_range, one_cycle_scheds, valley
+from .callback.schedule import (ParamScheduler, SchedCos, combine_scheds, flat_cos_scheds, lr_range,
+                                       one_cycle_scheds, valley)
 from .callback.schedule import lr_find as _lr_find
 from .callback.tracker import StepGuard
 from .callback.tta import tta as _tta
@@ -136,7 +137,8 @@ class LearnerLoop:
             self(f'after_{event}')
 
     def _split(self, b):
-        n_inp = getattr(self.dl, 'n_inp', 1)
+        dl = getattr(self, 'dl', None) or getattr(self, 'dls', None)  # outside fit: the DataLoaders' n_inp
+        n_inp = getattr(dl, 'n_inp', 1)
         b = tuple(b)
         self.xb, self.yb = b[:n_inp], b[n_inp:]
 
@@ -229,7 +231,7 @@ class Learner(LearnerLoop):
         self.loss_func = loss_func if loss_func is not None else default_loss_func(dls)
         self.opt_func, self.lr, self.splitter, self.wd, self.wd_bn_bias = opt_func, lr, splitter, wd, wd_bn_bias
         self.train_bn, self.moms = train_bn, moms
-        self.metrics = listify(metrics)
+        self.metrics = metrics
         self.path = Path(path if path is not None else getattr(dls, 'path', '.'))
         self.model_dir, self.opt = model_dir, None
         self.model_config = None  # how to rebuild the model for `export` (set by vision_learner)
@@ -237,6 +239,14 @@ class Learner(LearnerLoop):
         if device is not None: self.model.to(device)
         if default_cbs: self.add_cbs([TrainEvalCallback(), Recorder(), ProgressCallback(), StepGuard()])
         self.add_cbs(cbs)
+
+    @property
+    def metrics(self) -> list:
+        "The metrics, always a list: `learn.metrics = accuracy` (a bare callable, as in fastai) is listed."
+        return self._metrics
+
+    @metrics.setter
+    def metrics(self, value): self._metrics = listify(value)
 
     @property
     def device(self):
@@ -273,6 +283,19 @@ class Learner(LearnerLoop):
         lr_max = lr_range(self.lr if lr_max is None else lr_max, len(self.opt.hypers))
         scheds = one_cycle_scheds(lr_max, div=div, div_final=div_final, pct_start=pct_start, moms=moms or self.moms)
         self.fit(n_epoch, lr=lr_max / div, wd=wd, cbs=[ParamScheduler(scheds)] + listify(cbs), start_epoch=start_epoch)
+
+    def fit_sgdr(self, n_cycles, cycle_len, lr_max=None, cycle_mult=2, cbs=None, reset_opt=False, wd=None,
+                 start_epoch=0):
+        """SGDR: `n_cycles` cosine annealings of the lr from `lr_max` to 0, the first `cycle_len` epochs long, each
+        next one `cycle_mult` times longer: `cycle_len * (cycle_mult**n_cycles - 1) / (cycle_mult - 1)` epochs."""
+        if n_cycles < 1 or cycle_len < 1:
+            raise ValueError(f"fit_sgdr: n_cycles={n_cycles} and cycle_len={cycle_len} must be at least 1.")
+        if reset_opt or self.opt is None: self.create_opt()
+        lr_max = lr_range(self.lr if lr_max is None else lr_max, len(self.opt.hypers))
+        lens = [cycle_len * cycle_mult ** i for i in range(n_cycles)]
+        n_epoch = int(round(sum(lens)))
+        scheds = {'lr': combine_scheds([n / sum(lens) for n in lens], [SchedCos(lr_max, 0.) for _ in lens])}
+        self.fit(n_epoch, lr=lr_max, wd=wd, cbs=[ParamScheduler(scheds)] + listify(cbs), start_epoch=start_epoch)
 
     def fit_flat_cos(self, n_epoch, lr=None, div_final=1e5, pct_start=0.75, wd=None, cbs=None, reset_opt=False,
                      start_epoch=0):
@@ -368,15 +391,21 @@ class Learner(LearnerLoop):
         raise ValueError(f"get_preds(with_loss=True): the loss {lf!r} has no `reduction` attribute to ask for "
                          "per-item losses.")
 
-    def get_preds(self, ds_idx=1, dl=None, with_input=False, with_decoded=False, with_loss=False, act=None):
+    def get_preds(self, ds_idx=1, dl=None, with_input=False, with_decoded=False, with_loss=False, act=None,
+                  reorder=True):
         """Predictions and targets over a data set: `(preds, targs[, decoded][, losses])`, inputs first if `with_input`.
-        `act` (default: the loss's activation, e.g. softmax) is applied batch by batch, so it must work row by row."""
-        return gather_preds(self, self.dls[ds_idx] if dl is None else dl, with_input=with_input,
+        `act` (default: the loss's activation, e.g. softmax) is applied batch by batch, so it must work row by row.
+        With `reorder`, a shuffling loader (`dl=learn.dls.train`) is read in dataset order, every item once."""
+        dl = self.dls[ds_idx] if dl is None else dl
+        if reorder and (getattr(dl, 'shuffle', False) or getattr(dl, 'drop_last', False)):
+            dl = dl.new(shuffle=False, drop_last=False)  # a new loader: the caller's is not changed
+        return gather_preds(self, dl, with_input=with_input,
                             with_decoded=with_decoded, with_loss=with_loss, act=act)
 
     def validate(self, ds_idx=1, dl=None, cbs=None):
         """`[valid_loss, *metrics]` (floats) on `dl` (default: `self.dls[ds_idx]`), without training, as in fastai.
-        The loss is the mean over items, as the results table's valid_loss; the recorder's history is not changed."""
+        The loss is the mean over items, as the results table's valid_loss; the recorder's history is not changed.
+        As fastai's, it sends before_fit and after_fit around the pass (to the callbacks that are not `fit_only`)."""
         return valid_stats(self, self.dls[ds_idx] if dl is None else dl, cbs=cbs)
 
     def tta(self, ds_idx=1, dl=None, n=4, beta=0.25, use_max=False):
@@ -410,12 +439,13 @@ class Learner(LearnerLoop):
         return atomic_torch_save(state, self._model_path(file))
 
     def load(self, file, device=None, with_opt=True, strict=True):
-        "Load weights (and optimiser state) saved by `save`, with `weights_only=True` (no code is run)."
+        """Load weights (and optimiser state) saved by `save`, with `weights_only=True` (no code is run).
+        As in fastai, the learner has an optimiser afterwards (a fresh one when there was none and `with_opt=False`)."""
         path = self._model_path(file)
         state = _read_weights(path, file, device or self.device)
         _check_state_fits(self.model, state['model'], path, strict)  # before anything changes: no half-loaded model
+        if self.opt is None: self.create_opt()
         if with_opt and 'opt' in state:
-            if self.opt is None: self.create_opt()
             self.opt.load_state_dict(state['opt'])  # checks the layer groups before it changes anything
         self.model.load_state_dict(state['model'], strict=strict)
         return self

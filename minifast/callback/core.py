@@ -9,6 +9,7 @@ __all__ = ['EVENTS', 'BATCH_EVENTS', 'CancelBatchException', 'CancelBackwardExce
 
 # %% ../../nbs/13_callback.core.ipynb #33536c6d
 import re
+import warnings
 
 # %% ../../nbs/13_callback.core.ipynb #10453337
 EVENTS = ['before_fit', 'before_epoch', 'before_train', 'before_batch', 'after_pred', 'after_loss', 'before_backward',
@@ -29,8 +30,10 @@ class CancelEpochException(Exception): "Skip the rest of this epoch."
 class CancelFitException(Exception): "Stop training now (after_fit still runs)."
 
 def _snake(name):
+    "fastai's rule: drop a trailing 'Callback', then camel case to snake case, keeping an acronym one word."
     name = re.sub(r'Callback$', '', name) or name
-    return re.sub(r'(?<!^)(?=[A-Z])', '_', name).lower()
+    name = re.sub(r'(.)([A-Z][a-z]+)', r'\1_\2', name)  # CSVLogger -> CSV_Logger
+    return re.sub(r'([a-z0-9])([A-Z])', r'\1_\2', name).lower()
 
 # %% ../../nbs/13_callback.core.ipynb #6d15110d
 class Callback:
@@ -40,6 +43,8 @@ class Callback:
     learn = None
     expects_divergence = False  # it drives the loss up on purpose: no NaN warnings, no step skipping
     skips_bad_steps = False  # it skips the steps with non-finite gradients itself (a gradient scaler)
+    skips_validation = False  # it cancels every validation (lr_find): the Recorder keeps no validation columns
+    fit_only = False  # True: its before_fit/after_fit prepare and end training, `validate` does not send them
 
     @property
     def name(self) -> str:
@@ -53,6 +58,24 @@ class Callback:
             training = getattr(self.learn, 'training', True)
             if (training and not self.run_train) or (not training and not self.run_valid): return
         method()
+
+    def __getattr__(self, name):
+        "Read the learner's attribute `name` (`self.model`, `self.loss`, `self.epoch`...), as fastai's callbacks do."
+        learn = self.learn  # a class attribute (None) until added: no recursion while unpickling or copying
+        if learn is None or name.startswith('_'):
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        try: return getattr(learn, name)
+        except AttributeError:
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}, "
+                                 "and neither has its learner") from None
+
+    def __setattr__(self, name, value):
+        learn = self.learn
+        if (learn is not None and not name.startswith('_') and name != 'learn' and name not in self.__dict__
+                and hasattr(learn, name)):
+            warnings.warn(f"{type(self).__name__} sets self.{name}, which hides the learner's attribute {name!r} "
+                          f"from this callback: use `self.learn.{name} = ...` to change the learner's.", stacklevel=2)
+        super().__setattr__(name, value)
 
     def __repr__(self): return f"{type(self).__name__}()"
 
@@ -72,6 +95,7 @@ class StepState:
 class TrainEvalCallback(Callback):
     "Switch the model between train and eval mode and count the training iterations."
     order = -10
+    fit_only = True  # its before_fit/after_fit belong to training: `validate` does not send them
     def before_fit(self):
         self.learn.train_iter, self.learn.pct_train = 0, 0.
         self.learn.n_train_iter = max(1, self.learn.n_epoch * len(self.learn.dls.train))

@@ -46,6 +46,7 @@ class _ScalerStepper:
 class MixedPrecision(Callback):
     "The forward pass under `torch.autocast` in float16 ('fp16', with a gradient scaler) or bfloat16 ('bf16')."
     order = 10
+    fit_only = True  # its before_fit/after_fit belong to training: `validate` does not send them
     def __init__(self, precision='fp16', use_scaler=None, init_scale=2.**16, growth_factor=2., backoff_factor=0.5,
                  growth_interval=2000):
         amp_config('cuda', precision)  # check the argument now, not at the first fit

@@ -64,10 +64,20 @@ class _ValidStats(Callback):
         for m in self.metrics: m.accumulate(learn.pred, *learn.yb)
 
 # %% ../../nbs/15b_callback.preds.ipynb #4fa79839
-def _validation_pass(learn, dl, cbs):
+def _validation_pass(learn, dl, cbs, fit_events=False):
+    "One pass over `dl` with `cbs` added; with `fit_events`, before_fit/after_fit go to the callbacks not `fit_only`."
     with learn.added_cbs(cbs), learn.no_results_table():
-        try: learn._do_epoch_validate(dl=dl)
-        finally: learn.exception = None
+        setup = [cb for cb in sorted(learn.cbs, key=lambda c: c.order) if fit_events and not cb.fit_only]
+        try:
+            for cb in setup: cb('before_fit')
+            learn._do_epoch_validate(dl=dl)
+        except BaseException as e:
+            if learn.exception is None: learn.exception = e
+            raise
+        finally:
+            try:
+                for cb in setup: cb('after_fit')
+            finally: learn.exception = None
 
 def _cat_tuples(chunks):
     "Concatenate a list of tuples of tensors column by column: one tensor when there is one column."
@@ -93,7 +103,7 @@ def gather_preds(learn, dl, with_input=False, with_decoded=False, with_loss=Fals
 def valid_stats(learn, dl, cbs=None) -> list:
     "What `Learner.validate` returns, for the loader `dl`: `[valid_loss, *metrics]` as floats."
     stats = _ValidStats([as_metric(m) for m in learn.metrics])
-    _validation_pass(learn, dl, listify(cbs) + [stats])
+    _validation_pass(learn, dl, listify(cbs) + [stats], fit_events=True)  # as fastai's validate
     if not stats.n:
         raise ValueError("validate: the data loader gave no batch with targets to compute the loss on; "
                          "for a loader without labels (test_dl of unlabelled items) use get_preds.")

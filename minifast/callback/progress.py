@@ -45,6 +45,7 @@ def _fmt(v):
 class ProgressCallback(Callback):
     "Show a progress bar while training and validating, and a row of results after each epoch."
     order = 70  # after the Recorder has computed the epoch's results
+    fit_only = True  # its before_fit/after_fit belong to training: `validate` does not send them
     def __init__(self, show_bar=True, show_table=True, refresh_s=0.5):
         self.show_bar, self.show_table, self.refresh_s = show_bar, show_table, refresh_s
         self.bar, self.rows, self._handle = None, [], None
@@ -85,7 +86,8 @@ class ProgressCallback(Callback):
         # no new row: the epoch failed or was cancelled
         if not self.show_table or recorder is None or not recorder.epoch_logged: return
         log = recorder.log
-        row = [_fmt(v) for v in log[:-1]] + [format_time(log[-1])]
+        timed = recorder.add_time
+        row = [_fmt(v) for v in (log[:-1] if timed else log)] + ([format_time(log[-1])] if timed else [])
         self.rows.append(row)
         self._show(recorder.metric_names)
 

@@ -12,7 +12,7 @@ import warnings
 
 import torch
 
-from ..core import NAN_ADVICE
+from ..core import NAN_ADVICE, listify
 from .core import Callback, any_cb
 from ..metrics import as_metric
 
@@ -55,9 +55,12 @@ def _not_finite_message(bad, epoch, first_bad=None, fallback=None):
 class Recorder(Callback):
     "Record the smoothed training loss, learning rates and momentums per batch, and losses and metrics per epoch."
     order = 50
-    def __init__(self, beta=0.98, warn_not_finite=True):
+    fit_only = True  # its before_fit/after_fit belong to training: `validate` does not send them
+    def __init__(self, add_time=True, train_metrics=False, valid_metrics=True, beta=0.98, warn_not_finite=True):
+        self.add_time, self.train_metrics, self.valid_metrics = add_time, train_metrics, valid_metrics
         self.beta, self.warn_not_finite = beta, warn_not_finite
-        self.values, self.lrs, self.moms, self._losses, self.iters = [], [], [], [], []
+        self.values, self.lrs, self.moms, self._losses, self.iters, self.hps = [], [], [], [], [], {}
+        self.metrics, self._train_mets, self._with_valid, self.log = [], [], valid_metrics, []
         self.epoch_logged, self._in_epoch = False, False
         self.extra_columns = {}  # name -> function giving a value at the end of each epoch, added by other callbacks
 
@@ -71,10 +74,13 @@ class Recorder(Callback):
 
     def before_fit(self):
         self.lrs, self.moms, self._losses, self.iters, self.values, self.skipped_steps = [], [], [], [], [], []
+        self.hps = {}
         self._smooth, self._n_bad, self._count, self._fitting = None, None, 0, True
         self.epoch_logged, self._in_epoch, self._guarded = False, False, False
         self._warned = not self.warn_not_finite or any_cb(self.learn.cbs, 'expects_divergence')  # no NaN warning
-        self.metrics = [as_metric(m) for m in self.learn.metrics]
+        self.metrics = [as_metric(m) for m in listify(self.learn.metrics)]
+        self._train_mets = [as_metric(m) for m in listify(self.learn.metrics)] if self.train_metrics else []
+        self._with_valid = self.valid_metrics and not any_cb(self.learn.cbs, 'skips_validation')  # lr_find
         self._columns = dict(self.extra_columns)  # the columns of this fit, kept for its values after it ends
 
     def after_fit(self): self._fitting = False
@@ -86,7 +92,11 @@ class Recorder(Callback):
         self.log = [self.learn.epoch]
         self._in_epoch = True
 
-    def before_train(self): self._guarded = self.learn.step_state.guarded  # the guard (order 20) has decided
+    def before_train(self):
+        self._guarded = self.learn.step_state.guarded  # the guard (order 20) has decided
+        self._train_sum, self._train_n = None, 0
+        for m in self._train_mets: m.reset()
+
 
     def after_batch(self):
         # outside fit (get_preds) there is nothing to record; a batch cancelled before its loss neither
@@ -110,6 +120,12 @@ class Recorder(Callback):
         if learn.step_state.found_inf is not None: self._skips.add(learn.step_state.found_inf, learn.iter)
         hp = learn.opt.hypers[-1]
         self.lrs.append(hp['lr']); self.moms.append(hp.get('mom'))
+        for k, v in hp.items(): self.hps.setdefault(k, []).append(v)
+        if self.train_metrics:
+            bs = len(learn.yb[0]) if learn.yb else 1
+            self._train_sum = loss * bs if self._train_sum is None else self._train_sum + loss * bs
+            self._train_n += bs
+            for m in self._train_mets: m.accumulate(learn.pred.detach(), *learn.yb)
 
     def _after_valid_batch(self, loss):
         learn = self.learn
@@ -120,7 +136,7 @@ class Recorder(Callback):
 
     def before_validate(self):
         self._valid_sum, self._valid_n = None, 0
-        for m in getattr(self, 'metrics', []): m.reset()
+        for m in self.metrics: m.reset()
 
     @property
     def smooth_loss(self):
@@ -128,9 +144,9 @@ class Recorder(Callback):
         return self._losses[-1] if self._losses else None
 
     @property
-    def losses(self):
-        "The smoothed training loss after every batch, as floats."
-        return torch.stack(self._losses).tolist() if self._losses else []
+    def losses(self) -> list:
+        "The smoothed training loss after every batch: a list of one-element CPU tensors, as fastai's."
+        return list(torch.stack(self._losses).float().cpu().unbind()) if self._losses else []
 
     def after_epoch(self):
         "Log the epoch's row; `epoch_logged` tells the later callbacks (tables, trackers) whether there is a new row."
@@ -139,15 +155,20 @@ class Recorder(Callback):
         on_device = dict(self._skips.on_device())
         if self._losses: on_device['train'] = self.smooth_loss
         if self._valid_n: on_device['valid'] = self._valid_sum / self._valid_n
+        if self.train_metrics and self._train_n: on_device['train_mean'] = self._train_sum / self._train_n
         read = _read_at_once(on_device)
         train_loss, valid_loss = read.get('train', float('nan')), read.get('valid', float('nan'))
         skipped, first_skipped = int(read.get('skipped', 0)), int(read.get('first_skipped', -1))
         if not self._warned: self._check_finite(train_loss, valid_loss, skipped, first_skipped)
         self.skipped_steps.append(skipped)
-        self.log += [train_loss, valid_loss] + [float(m.value) if self._valid_n else float('nan') for m in self.metrics]
+        valid = [valid_loss] + [float(m.value) if self._valid_n else float('nan') for m in self.metrics]
+        if self.train_metrics:  # the mean loss of the epoch's batches, as the metrics: both over the whole epoch
+            train = [read.get('train_mean', float('nan'))] + [float(m.value) for m in self._train_mets]
+            self.log += train + (valid if self._with_valid else [])
+        else: self.log += [train_loss] + (valid if self._with_valid else [])
         self.log += [fn() for fn in self._columns.values()]
-        self.log.append(time.perf_counter() - self._start)
-        self.values.append(self.log[1:-1])
+        self.values.append(self.log[1:])
+        if self.add_time: self.log.append(time.perf_counter() - self._start)
         self.iters.append(len(self._losses))
         self.epoch_logged = True
 
@@ -176,10 +197,18 @@ class Recorder(Callback):
 
     @property
     def metric_names(self):
-        "The names of the columns of the results table: epoch, losses, metrics, added columns, time."
-        metrics = [m.name for m in getattr(self, 'metrics', [])]
+        "The names of the columns of the results table: epoch, losses, metrics, added columns, time (if `add_time`)."
+        return ['epoch'] + self.value_names + (['time'] if self.add_time else [])
+
+    @property
+    def value_names(self):
+        "The names of the columns of `values`: the results table without epoch and time."
+        names = [m.name for m in self.metrics]
         extra = list(getattr(self, '_columns', self.extra_columns))
-        return ['epoch', 'train_loss', 'valid_loss'] + metrics + extra + ['time']
+        if self.train_metrics:
+            return ([f'train_{n}' for n in ['loss'] + names]
+                    + ([f'valid_{n}' for n in ['loss'] + names] if self._with_valid else []) + extra)
+        return ['train_loss'] + (['valid_loss'] + names if self._with_valid else []) + extra
 
     def plot_loss(self, skip_start=5, with_valid=True):
         "Plot the smoothed training loss per batch, and the validation loss at the end of each epoch."
@@ -198,10 +227,11 @@ def plot_loss(recorder, skip_start=5, with_valid=True):
     "Plot the smoothed training loss per batch, and the validation loss at the end of each epoch."
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots()
-    losses = recorder.losses
+    losses = [float(v) for v in recorder.losses]
     ax.plot(list(range(skip_start, len(losses))), losses[skip_start:], label='train')
-    if with_valid and recorder.values:
-        ax.plot(recorder.iters, [v[1] for v in recorder.values], label='valid')
+    if with_valid and recorder.values and 'valid_loss' in recorder.value_names:
+        i = recorder.value_names.index('valid_loss')
+        ax.plot(recorder.iters, [v[i] for v in recorder.values], label='valid')
     ax.set_xlabel('iteration'); ax.set_ylabel('loss'); ax.legend()
     return fig
 
@@ -217,7 +247,7 @@ def plot_sched(recorder, figsize=None):
 def plot_lr_find(recorder, suggestions=None, skip_end=5):
     "Plot the loss against the learning rate (log scale) recorded by `lr_find`, marking `suggestions`."
     import matplotlib.pyplot as plt
-    all_losses = recorder.losses
+    all_losses = [float(v) for v in recorder.losses]
     lrs, losses = recorder.lrs[:-skip_end or None], all_losses[:-skip_end or None]
     fig, ax = plt.subplots()
     ax.plot(lrs, losses); ax.set_xscale('log'); ax.set_xlabel('learning rate'); ax.set_ylabel('loss (smoothed)')

@@ -199,6 +199,7 @@ from ..core import listify
 class ParamScheduler(Callback):
     "Set each hyper-parameter of `scheds` (name -> schedule of pos in [0, 1]) before every training batch."
     order, run_valid = 60, False
+    fit_only = True  # its before_fit/after_fit belong to training: `validate` does not send them
     def __init__(self, scheds): self.scheds = dict(scheds)
     def before_fit(self): self._set(0.)
     def before_batch(self): self._set(self.learn.pct_train)
@@ -210,7 +211,9 @@ class ParamScheduler(Callback):
 class LRFinder(Callback):
     "Grow the lr exponentially from `start_lr` to `end_lr` over `num_it` batches; restore the model and optimiser."
     order, run_valid = 60, False
+    fit_only = True  # its before_fit/after_fit belong to training: `validate` does not send them
     expects_divergence = True  # StepGuard stands aside, the Recorder does not warn: divergence is what it looks for
+    skips_validation = True  # the Recorder's rows hold the training loss only
     def __init__(self, start_lr=1e-7, end_lr=10, num_it=100, stop_div=True):
         if not 0 < start_lr < end_lr:
             raise ValueError(f"lr_find: need 0 < start_lr < end_lr, got start_lr={start_lr}, end_lr={end_lr}.")
