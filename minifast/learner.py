@@ -29,21 +29,15 @@ from .callback.schedule import lr_find as _lr_find
 from .callback.tracker import StepGuard
 from .callback.tta import tta as _tta
 from .export import _check_state_fits, atomic_torch_save, export_learner, is_channels_last, read_export
-from .losses import BCEWithLogitsLossFlat, CrossEntropyLossFlat, MSELossFlat
+import minifast.losses  # noqa: F401  (registers each target kind's default loss, which dls.loss_func reads)
 from .optimizer import Adam, norm_params, params_for_wd
 
 _all_ = ['Recorder', 'atomic_torch_save', 'is_channels_last']  # their old home: `from minifast.learner import ...`
 
 # %% ../nbs/16_learner.ipynb #36210a86
-_default_losses = {'category': CrossEntropyLossFlat, 'multicategory': BCEWithLogitsLossFlat, 'regression': MSELossFlat}
-
 def default_loss_func(dls):
-    "The loss for the target kind of `dls`: cross-entropy for 'category', BCE with logits for 'multicategory', MSE..."
-    kinds = getattr(dls.train, 'kinds', None) or ()
-    target_kind = kinds[dls.n_inp] if len(kinds) > dls.n_inp else None
-    if target_kind not in _default_losses:
-        raise ValueError(f"Learner: no default loss for a target of kind {target_kind!r}; pass loss_func=.")
-    return _default_losses[target_kind]()
+    "The default loss for the kind of target of `dls`: `dls.loss_func` (cross-entropy for 'category', BCE...)."
+    return dls.loss_func
 
 def trainable_params(model):
     "The default splitter: one layer group with every parameter that requires a gradient."
@@ -388,8 +382,10 @@ class Learner(LearnerLoop):
             old, lf.reduction = lf.reduction, 'none'
             try: return lf(pred, *yb)
             finally: lf.reduction = old
-        raise ValueError(f"get_preds(with_loss=True): the loss {lf!r} has no `reduction` attribute to ask for "
-                         "per-item losses.")
+        try: return lf(pred, *yb, reduction='none')   # a plain function such as F.cross_entropy
+        except TypeError: pass
+        raise ValueError(f"get_preds(with_loss=True): the loss {lf!r} has no `reduction` attribute or argument to "
+                         "ask for per-item losses.")
 
     def get_preds(self, ds_idx=1, dl=None, with_input=False, with_decoded=False, with_loss=False, act=None,
                   reorder=True):

@@ -105,7 +105,7 @@ def lr_range(lr, n_groups: int) -> np.ndarray:
         if hi is None: raise ValueError(f"lr={lr}: pass slice(hi) or slice(lo, hi)")
         if not all(v >= 0 for v in (lo, hi) if v is not None):
             raise ValueError(f"lr={lr} is negative or NaN: learning rates must be >= 0 (0 means no update)")
-        if lo is None: res = np.full(n_groups, hi / 10); res[-1] = hi
+        if lo is None or (lo == 0 and hi > 0): res = np.full(n_groups, hi / 10); res[-1] = hi  # as fastai
         elif n_groups == 1 or lo == hi: res = np.full(n_groups, float(hi))  # slice(0, 0): no update anywhere
         elif lo > 0 and hi > 0: res = np.geomspace(lo, hi, n_groups)
         else: raise ValueError(f"lr={lr}: slice(lo, hi) spreads the rates in log scale, so lo and hi must be positive "

@@ -126,3 +126,11 @@ def test_defaults_are_fastais(opt_func, defaults):
     params = inspect.signature(opt_func).parameters
     assert list(params)[:2] == ['layer_groups', 'lr']  # fastai: (params, lr, ...), both positional
     assert {k: params[k].default for k in defaults} == defaults
+
+
+def test_fit_learning_rates_take_slice_0_hi_as_slice_hi():
+    "fastai treats a slice starting at 0 like `slice(hi)`: the last group gets hi, the others hi / 10."
+    from minifast.callback.schedule import lr_range
+    assert lr_range(slice(0, 1e-3), 3).tolist() == pytest.approx([1e-4, 1e-4, 1e-3])
+    assert lr_range(slice(0, 1e-3), 3).tolist() == lr_range(slice(1e-3), 3).tolist()
+    assert lr_range(slice(0, 0), 2).tolist() == [0, 0]   # no update anywhere

@@ -237,7 +237,7 @@ def test_show_graph_draws_train_and_valid_losses():
     learn.fit(2, 0.05, cbs=graph)
     ax = graph.fig.axes[0]
     train, valid = ax.lines
-    assert list(train.get_ydata()) == pytest.approx(learn.recorder.losses)
+    assert list(train.get_ydata()) == pytest.approx([float(v) for v in learn.recorder.losses])
     assert list(valid.get_ydata()) == pytest.approx([v[1] for v in learn.recorder.values])
     assert ax.get_xlim()[1] == 2 * len(learn.dls.train)
     matplotlib.pyplot.close(graph.fig)
