@@ -410,6 +410,18 @@ class DataLoader:
                 f"workers={self.num_workers}, device={self.device})")
 
 # %% ../../nbs/02_data.core.ipynb #dbbe23d9
+def _for_item(pipe, item):
+    """`pipe` less the leading transforms that `item` does not need, as fastai's `test_dl` infers them: a file name
+    given to a learner whose data came from a table skips the `ColReader` that read the name from a row. The first
+    tail of `pipe` that runs on `item` wins; if none does, `pipe` itself (its own error shows when the item is read)."""
+    for k in range(len(pipe)):
+        tail = Pipeline(pipe.tfms[k:]) if k else pipe
+        try: tail(item, split_idx=1)
+        except Exception: continue
+        return tail
+    return pipe
+
+# %% ../../nbs/02_data.core.ipynb #df6de283
 _default_losses = {}   # target kind -> loss class; the loss layer sits above this one and registers them
 
 def register_default_loss(kind: str, loss_cls):
@@ -481,7 +493,8 @@ class DataLoaders:
         "A loader over new `items` with the validation pipelines (no augmentation); labels too if `with_labels`."
         dsets = self.train.dsets
         n = len(dsets.pipelines) if with_labels else dsets.n_inp
-        test_ds = Datasets(items, dsets.pipelines[:n], splits=([], range(len(items))), n_inp=dsets.n_inp,
+        pipes = [_for_item(p, items[0]) for p in dsets.pipelines[:n]] if len(items) else dsets.pipelines[:n]
+        test_ds = Datasets(items, pipes, splits=([], range(len(items))), n_inp=dsets.n_inp,
                            kinds=dsets.kinds[:n], setup=False)
         valid = self.valid
         return valid.new(dataset=test_ds.valid, bs=bs or valid.bs, shuffle=False, drop_last=False,

@@ -127,3 +127,17 @@ def test_dls_loss_func_is_the_default_loss_of_the_target_block(colour_folder):
         'category': CrossEntropyLossFlat, 'multicategory': BCEWithLogitsLossFlat, 'regression': MSELossFlat}
     dls = _bears(colour_folder).dataloaders(colour_folder, bs=4, device='cpu', num_workers=0)
     assert isinstance(dls.loss_func, CrossEntropyLossFlat)
+
+
+def test_predict_takes_a_file_name_when_the_data_came_from_a_table(colour_folder):
+    "fastai's test_dl skips the getter an item does not need: predict(fname) and predict(row) both work."
+    from minifast.vision.all import ImageDataLoaders, Learner, nn
+    files = sorted(colour_folder.rglob('*.jpg'))
+    df = pd.DataFrame({'fname': [str(f.relative_to(colour_folder)) for f in files],
+                       'label': [f.parent.name for f in files]})
+    dls = ImageDataLoaders.from_df(df, colour_folder, fn_col='fname', label_col='label', item_tfms=Resize(8),
+                                   bs=4, num_workers=0, seed=0, device='cpu')
+    torch.manual_seed(0)
+    learn = Learner(dls, nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 2)))
+    by_name, by_row = learn.predict(files[0]), learn.predict(df.iloc[0])
+    assert by_name[0] in ('red', 'blue') and torch.equal(by_name[2], by_row[2])
