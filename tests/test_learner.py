@@ -534,7 +534,11 @@ def test_default_loss_follows_the_target_kind():
     from types import SimpleNamespace
     from minifast.learner import default_loss_func
     from minifast.losses import BCEWithLogitsLossFlat, CrossEntropyLossFlat, MSELossFlat
-    def fake(*kinds): return SimpleNamespace(train=SimpleNamespace(kinds=kinds), n_inp=1)
+    from minifast.data.core import DataLoaders
+    class FakeDls: loss_func = DataLoaders.loss_func   # the rule under test, on loaders that only have kinds
+    def fake(*kinds):
+        dls = FakeDls(); dls.train, dls.n_inp = SimpleNamespace(kinds=kinds), 1
+        return dls
     assert type(default_loss_func(fake('image', 'category'))) is CrossEntropyLossFlat
     assert type(default_loss_func(fake('image', 'multicategory'))) is BCEWithLogitsLossFlat
     assert type(default_loss_func(fake('image', 'regression'))) is MSELossFlat

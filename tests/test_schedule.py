@@ -97,7 +97,8 @@ def test_lr_range():
 def test_lr_range_errors():
     with pytest.raises(ValueError, match='2 values.*3 layer groups'): lr_range([1e-3, 1e-2], 3)
     with pytest.raises(ValueError, match='negative'): lr_range(-1e-3, 2)
-    with pytest.raises(ValueError, match='positive'): lr_range(slice(0, 1e-3), 2)
+    with pytest.raises(ValueError, match='negative'): lr_range(slice(-1e-4, 1e-3), 2)
+    assert list(lr_range(slice(0, 1e-3), 2)) == list(lr_range(slice(1e-3), 2))   # from 0: as fastai, slice(hi)
 
 
 # --- learning-rate finder suggestions ---
