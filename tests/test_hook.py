@@ -56,7 +56,7 @@ def test_every_hook_is_removed_after_an_exception_inside_the_with(make):
 
 def test_gradient_hook_stores_the_gradient_of_the_output():
     lin = nn.Linear(3, 2)
-    x = torch.randn(5, 3)
+    x = torch.randn(5, 3, requires_grad=True)
     with hook_output(lin, grad=True) as hg:
         (lin(x) * torch.arange(2.)).sum().backward()
     assert torch.equal(hg.stored[0], torch.arange(2.).expand(5, 2))
@@ -161,3 +161,79 @@ def test_activation_stats_hist_needs_with_hist():
     learn = Learner(synth_dls(), synth_mlp(seed=0), cbs=ActivationStats())
     _fit(learn)
     with pytest.raises(ValueError, match='with_hist=True'): learn.activation_stats.hist(0)
+
+
+# ---- class activation maps (minifast.vision.cam, built on these hooks) ------------------------------------------
+from minifast.vision.cam import class_activation_map, grad_cam, show_cam  # noqa: E402
+
+
+def _body_head_cnn(seed=0):
+    "A vision_learner-shaped model: Sequential(body, head) with a pool -> linear head."
+    torch.manual_seed(seed)
+    body = nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.ReLU(), nn.Conv2d(6, 5, 3, stride=2, padding=1), nn.ReLU())
+    head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(5, 4))
+    return nn.Sequential(body, head)
+
+
+def test_cam_equals_an_independent_einsum_over_the_body_output():
+    model = _body_head_cnn()
+    x = torch.randn(3, 12, 12, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        act = model[0](x[None])[0]
+        pred = int(model(x[None]).argmax())
+    W = model[1][2].weight.detach()
+    for cls in range(4):
+        expected = sum(W[cls, k] * act[k] for k in range(act.shape[0]))
+        assert torch.allclose(class_activation_map(model, x, cls=cls), expected, atol=1e-5)
+    assert torch.allclose(class_activation_map(model, x), torch.einsum('ck,kij->cij', W, act)[pred], atol=1e-5)
+    assert class_activation_map(model, x).shape == (6, 6)
+
+
+def test_grad_cam_on_the_last_conv_layer_is_cam_up_to_a_positive_scale():
+    model = _body_head_cnn()
+    x = torch.randn(1, 3, 12, 12, generator=torch.Generator().manual_seed(2))
+    for cls in range(4):
+        cam = class_activation_map(model, x, cls=cls)
+        g = grad_cam(model, x, model[0][3], cls=cls)
+        scale = (g * cam).sum() / (cam * cam).sum()
+        assert scale > 0
+        assert torch.allclose(g, scale * cam, atol=1e-6)
+        assert scale.item() == pytest.approx(1 / 36)  # the mean over the 6x6 pixels
+    assert all(p.grad is None for p in model.parameters())
+
+
+def test_cam_restores_the_mode_and_leaves_no_hooks():
+    model = _body_head_cnn().train()
+    x = torch.randn(3, 12, 12)
+    class_activation_map(model, x)
+    grad_cam(model, x)
+    assert model.training and _no_hooks(model)
+
+
+def test_cam_errors_name_the_problem():
+    model = _body_head_cnn()
+    with pytest.raises(ValueError, match='batch of one'): class_activation_map(model, torch.randn(2, 3, 12, 12))
+    with pytest.raises(ValueError, match='6 channels'): class_activation_map(model, torch.randn(3, 12, 12),
+                                                                             layer=model[0][1])
+    assert _no_hooks(model)
+
+
+def test_show_cam_overlays_the_map_on_the_decoded_image(colour_folder):
+    import matplotlib.pyplot as plt
+    from minifast.vision.augment import Resize
+    from minifast.vision.data import ImageDataLoaders
+    dls = ImageDataLoaders.from_folder(colour_folder, valid_pct=0.25, seed=0, item_tfms=Resize(24), bs=4,
+                                       device='cpu')
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                          nn.Linear(4, 2))
+    learn = Learner(dls, model)
+    ax = show_cam(learn, colour_folder/'red'/'red_0.jpg')
+    assert len(ax.images) == 2
+    assert ax.images[1].get_array().shape == (24, 24)
+    assert ax.images[0].get_array().shape[:2] == (24, 24)
+    ax = show_cam(learn, dls.test_dl([colour_folder/'blue'/'blue_1.jpg']).one_batch()[0], method='grad_cam', cls=0)
+    assert len(ax.images) == 2
+    with pytest.raises(ValueError, match="'cam' or 'grad_cam'"): show_cam(learn, colour_folder/'red'/'red_0.jpg',
+                                                                           method='gradcam')
+    plt.close('all')
