@@ -259,4 +259,4 @@ def test_a_registered_arch_family_plugs_in_without_new_code(monkeypatch):
     model = vl.create_vision_model(arch, 5, pretrained=False)
     assert built == [('tiny_net', False)] and len(model[0]) == 3
     assert [len(g) for g in arch.splitter(model[0])(model)] == [2, 2, len(list(model[1].parameters()))]
-    with pytest.raises(ValueError, match=r"unknown family 'timm'.*register_arch_family"): vl.Arch('x', 2, family='timm')
+    with pytest.raises(ValueError, match=r"unknown family 'unet'.*register_arch_family"): vl.Arch('x', 2, family='unet')

@@ -5,8 +5,8 @@
 # %% auto #0
 __all__ = ['arch_families', 'resnet18', 'resnet34', 'resnet50', 'resnet101', 'resnet152', 'convnext_tiny', 'efficientnet_b0',
            'regnet_y_400mf', 'efficientnet_lite0', 'cnn_learner', 'ArchFamily', 'register_arch_family', 'Arch',
-           'get_arch', 'AdaptiveConcatPool2d', 'SigmoidRange', 'create_head', 'num_features', 'create_vision_model',
-           'vision_splitter', 'vision_learner']
+           'timm_arch', 'get_arch', 'AdaptiveConcatPool2d', 'SigmoidRange', 'create_head', 'num_features',
+           'create_vision_model', 'vision_splitter', 'vision_learner']
 
 # %% ../../nbs/21_vision.learner.ipynb #00fd92fd
 from pathlib import Path
@@ -98,6 +98,9 @@ class Arch:
         if isinstance(cut, bool) or not isinstance(cut, int):
             raise TypeError(f"cut={cut!r}: pass an int (how many stages of the body to keep) or a "
                             "function of the model.")
+        if not isinstance(body, nn.Sequential):
+            raise TypeError(f"cut={cut}: the body of {self.name} is one module, not a sequence of stages; pass a "
+                            "function of the model instead (cut=lambda m: ...).")
         n = len(body)
         if not (1 <= cut <= n or -n < cut <= -1):
             raise ValueError(f"cut={cut}: the body of {self.name} has {n} stages ({', '.join(body._modules)}); "
@@ -109,6 +112,63 @@ class Arch:
         return (self.family.splitter or _default_splitter)(body, self.split_at)
 
     def __repr__(self): return f"Arch({self.name!r})"
+
+# %% ../../nbs/21_vision.learner.ipynb #6138e3c1
+_TIMM_PREFIX = 'timm:'
+
+def _timm_model_name(name): return name[len(_TIMM_PREFIX):] if name.startswith(_TIMM_PREFIX) else name
+
+def _timm_weights_error(name, e):
+    from huggingface_hub import constants
+    return RuntimeError(
+        f"Could not download the pretrained weights of the timm model {name!r} ({type(e).__name__}: {e}). Without "
+        f"internet: pass pretrained=False to train from scratch, or pre-place the weights in timm's Hugging Face "
+        f"cache ({constants.HF_HUB_CACHE}; older models: {Path(torch.hub.get_dir()) / 'checkpoints'}), or pass "
+        f"weights_path= to a state dict saved from the same model.")
+
+def _build_timm(name, pretrained=False, weights_path=None, progress=True) -> nn.Module:
+    "The timm model `name` without classifier nor pooling (`num_classes=0, global_pool=''`): it returns feature maps."
+    import timm   # here, not at the top: timm is optional, and importing it takes seconds
+    name, kw = _timm_model_name(name), dict(num_classes=0, global_pool='')
+    if weights_path is not None:
+        return timm.create_model(name, pretrained=True, pretrained_cfg_overlay=dict(file=str(weights_path)), **kw)
+    try: return timm.create_model(name, pretrained=pretrained, **kw)
+    except OSError as e: raise _timm_weights_error(name, e) from e   # no network, or weights not in the cache
+
+def _timm_body(model): return model   # built without classifier and pooling: the whole model is the body
+
+def _timm_splitter(body, split_at=None):
+    """Layer groups of `nn.Sequential(body, head)` for a timm body: its parameters before the later half of the
+    stages in `body.feature_info`, the rest of the body, the head (body and head without `feature_info`)."""
+    stages = [f['module'] for f in getattr(body, 'feature_info', None) or []]
+    later = tuple(s + '.' for s in stages[(len(stages) + 1) // 2:])
+    names = [n for n, _ in body.named_parameters()]   # in the order of the model's definition: stem, stages, head
+    at = next((i for i, n in enumerate(names) if n.startswith(later)), 0) if later else 0
+    if at == 0: return lambda m: [list(m[0].parameters()), list(m[1].parameters())]
+    def split(m):
+        params = list(m[0].parameters())
+        return [params[:at], params[at:], list(m[1].parameters())]
+    return split
+
+register_arch_family('timm', _build_timm, _timm_body, _timm_splitter)
+
+def timm_arch(name: str):
+    """The `Arch` of the timm model `name` (`'resnet10t'`, `'timm:resnet18'`, `'convnext_nano.in12k'`), with the
+    stats of its pretrained weights; None when timm is not installed or does not know the name (unless the name
+    says `timm:`, then an error)."""
+    model_name = _timm_model_name(name)
+    try: import timm
+    except ImportError as e:
+        if name.startswith(_TIMM_PREFIX):
+            raise ImportError(f"vision_learner: {name!r} needs timm: pip install minifast[timm] (or timm).") from e
+        return None
+    if not timm.is_model(model_name):
+        if name.startswith(_TIMM_PREFIX):
+            raise ValueError(f"vision_learner: timm has no model {model_name!r}; see timm.list_models('*pattern*').")
+        return None
+    cfg = timm.get_pretrained_cfg(model_name)
+    stats = (list(cfg.mean), list(cfg.std)) if cfg is not None else imagenet_stats
+    return Arch(_TIMM_PREFIX + model_name, split_at=None, family='timm', stats=stats)
 
 # %% ../../nbs/21_vision.learner.ipynb #d0add55b
 resnet18, resnet34, resnet50, resnet101, resnet152 = (Arch(f'resnet{n}', split_at=6, family='resnet')
@@ -122,13 +182,17 @@ _archs = {a.name: a for a in (resnet18, resnet34, resnet50, resnet101, resnet152
                               regnet_y_400mf, efficientnet_lite0)}
 
 def get_arch(arch) -> Arch:
-    "An `Arch` from an `Arch`, a name, or a torchvision model function."
+    """An `Arch` from an `Arch`, a name, or a torchvision model function. A name minifast does not know, or one
+    written `'timm:name'`, is looked up in timm (see `timm_arch`)."""
     if isinstance(arch, Arch): return arch
     name = arch if isinstance(arch, str) else getattr(arch, '__name__', None)
-    if name not in _archs:
-        raise ValueError(f"vision_learner: unknown architecture {arch!r}. Known: {sorted(_archs)}; "
+    if name in _archs: return _archs[name]
+    found = timm_arch(name) if isinstance(name, str) else None
+    if found is None:
+        raise ValueError(f"vision_learner: unknown architecture {arch!r}. Known: {sorted(_archs)} and, with timm "
+                         f"installed (pip install minifast[timm]), timm's models (timm.list_models()); "
                          f"for another model, build it yourself and use Learner(dls, model, splitter=...).")
-    return _archs[name]
+    return found
 
 # %% ../../nbs/21_vision.learner.ipynb #0a3f2918
 class AdaptiveConcatPool2d(nn.Module):
