@@ -9,12 +9,12 @@ __all__ = ['Datasets', 'DatasetSubset', 'default_num_workers', 'register_show', 
 # %% ../../nbs/02_data.core.ipynb #51e23ad8
 import os
 
-import numpy as np
 import torch
 from torch.utils.data import DataLoader as TorchDataLoader
 from fastcore.foundation import L
 
 from ..core import default_device, listify, to_device
+from .collate import _Samples, _collate, _example, _shape_mismatch
 from .transforms import Categorize, Pipeline, Transform
 
 # %% ../../nbs/02_data.core.ipynb #a5518dfa
@@ -31,10 +31,6 @@ def _setup_pipeline(pipe, items):
         if k < last: items = [t(o) for o in items]
 
 # %% ../../nbs/02_data.core.ipynb #627b9c53
-def _example(item):
-    "An item as shown in a message: a DataFrame row as the dict of its columns."
-    return dict(item) if hasattr(item, 'iloc') else item
-
 def _unknown_labels(tfms, k, items) -> tuple:
     "The labels (repr -> count) of `items` that transform `tfms[k]` lacks in its vocabulary, and the first such item."
     unknown, first = {}, None
@@ -148,68 +144,6 @@ def default_num_workers() -> int:
     return 0 if n <= 2 else min(8, n - 1)
 
 def _random_seed() -> int: return int(torch.randint(2**62, (1,)))
-
-# %% ../../nbs/02_data.core.ipynb #66d5cc8e
-_ONE_SIZE_ADVICE = ("Every element must have the same shape to be collated. For images of different sizes, add an item "
-                    "transform that gives them one size, e.g. item_tfms=Resize(460) (or RandomResizedCrop).")
-
-def _item_text(item) -> str:
-    "', e.g. <item>' for a message (the end of a long path, which names the file), or '' without an item."
-    if item is None: return ''
-    s = str(_example(item))
-    return f", e.g. {s if len(s) <= 80 else '...' + s[-77:]}"
-
-def _shape_mismatch(samples, items=None, kinds=None):
-    "A message naming the first element whose shapes differ across `samples` (an item per shape) and the fix, or None."
-    if not samples or not isinstance(samples[0], (tuple, list)): return None
-    for k in range(len(samples[0])):
-        shapes = [tuple(s[k].shape) if hasattr(s[k], 'shape') else None for s in samples]
-        if None in shapes or len(set(shapes)) < 2: continue
-        seen = {}
-        for i, shape in enumerate(shapes): seen.setdefault(shape, []).append(i)
-        shown = '; '.join(f"{shape} in {len(idx)} sample{'s' * (len(idx) > 1)}"
-                          f"{_item_text(items[idx[0]] if items is not None else None)}"
-                          for shape, idx in list(seen.items())[:4])
-        kind = f" ({kinds[k]})" if kinds is not None and k < len(kinds) else ''
-        return (f"Cannot collate {len(samples)} samples into a batch: element {k}{kind} has {len(seen)} "
-                f"different shapes: {shown}{' ...' if len(seen) > 4 else ''}. {_ONE_SIZE_ADVICE}")
-    return None
-
-# %% ../../nbs/02_data.core.ipynb #3947f5cd
-class _Samples(list):
-    "The samples of one batch, with the dataset indices they came from (to name the items in a collation error)."
-    def __init__(self, samples, idxs):
-        super().__init__(samples)
-        self.idxs = list(idxs)
-
-_NUMPY_DTYPES = {torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64, torch.float16, torch.float32,
-                 torch.float64, torch.bool}
-
-def _numpy_stackable(ts) -> bool:
-    "Whether `ts` are plain contiguous CPU tensors of one shape and a numpy dtype: `torch.stack(ts)` is one numpy copy."
-    t0 = ts[0]
-    if t0.dtype not in _NUMPY_DTYPES: return False
-    shape, dtype = t0.shape, t0.dtype
-    return all(type(t) is torch.Tensor and t.device.type == 'cpu' and t.layout == torch.strided and t.shape == shape
-               and t.dtype == dtype and t.is_contiguous() and not t.requires_grad and not t.is_neg() for t in ts)
-
-def _numpy_stack(ts):
-    "`torch.stack(ts)` done by numpy, on one thread, into a tensor torch allocates."
-    out = torch.empty((len(ts), *ts[0].shape), dtype=ts[0].dtype)
-    np.stack([t.numpy() for t in ts], out=out.numpy())
-    return out
-
-def _collate(samples):
-    """`default_collate(samples)`; in the main process, tensors that stack plainly are stacked by numpy,
-    not torch's threads."""
-    if torch.utils.data.get_worker_info() is not None or not samples or type(samples[0]) is not tuple:
-        # a worker: one torch thread, and the batch goes to shared memory
-        return torch.utils.data.default_collate(samples)
-    n = len(samples[0])
-    if any(type(s) is not tuple or len(s) != n for s in samples): return torch.utils.data.default_collate(samples)
-    return [_numpy_stack(col) if isinstance(col[0], torch.Tensor) and _numpy_stackable(col)
-            else torch.utils.data.default_collate(col)
-            for col in zip(*samples)]   # a list of the columns (tuples), as in default_collate
 
 # %% ../../nbs/02_data.core.ipynb #4af262e3
 class _ItemStage(torch.utils.data.Dataset):
