@@ -86,6 +86,19 @@ def is_channels_last(model) -> bool:
     w = [p for p in model.parameters() if p.ndim == 4]   # a 1x1 or depthwise kernel can be both layouts at once
     return all(p.is_contiguous(memory_format=torch.channels_last) for p in w) and any(not p.is_contiguous() for p in w)
 
+def _read_weights(path, file, device):
+    "The dict written by `Learner.save` at `path`, read with `weights_only=True`, or an error naming the file."
+    if not path.exists():
+        raise FileNotFoundError(f"Learner.load: {path} does not exist (saved with learn.save('{Path(file).stem}')?).")
+    try: state = torch.load(path, map_location=device, weights_only=True)
+    except Exception as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ValueError(f"Learner.load: cannot read {path} ({type(e).__name__}: {first[:200]}); it is truncated, "
+                         "corrupt or not a weights file written by Learner.save. Nothing was loaded.") from None
+    if not isinstance(state, dict) or 'model' not in state:
+        raise ValueError(f"Learner.load: {path} is not a file written by Learner.save.")
+    return state
+
 # %% ../nbs/17_export.ipynb #756e3265
 _FORMAT, _VERSION = 'minifast-export', 2  # version 2 records the module of each transform and model builder
 

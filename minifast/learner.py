@@ -28,7 +28,8 @@ from .callback.schedule import (ParamScheduler, SchedCos, combine_scheds, flat_c
 from .callback.schedule import lr_find as _lr_find
 from .callback.tracker import StepGuard
 from .callback.tta import tta as _tta
-from .export import _check_state_fits, atomic_torch_save, export_learner, is_channels_last, read_export
+from .export import (_check_state_fits, _read_weights, atomic_torch_save,
+                             export_learner, is_channels_last, read_export)
 import minifast.losses  # noqa: F401  (registers each target kind's default loss, which dls.loss_func reads)
 from .optimizer import Adam, norm_params, params_for_wd
 
@@ -190,19 +191,6 @@ def _set_memory_format(model, opt, fmt):
     for state in getattr(opt, 'state', {}).values():   # the optimiser's per-parameter state (Adam's moments...)
         for k, v in state.items():
             if isinstance(v, torch.Tensor) and v.ndim == 4: state[k] = v.contiguous(memory_format=fmt)
-
-def _read_weights(path, file, device):
-    "The dict written by `Learner.save` at `path`, read with `weights_only=True`, or an error naming the file."
-    if not path.exists():
-        raise FileNotFoundError(f"Learner.load: {path} does not exist (saved with learn.save('{Path(file).stem}')?).")
-    try: state = torch.load(path, map_location=device, weights_only=True)
-    except Exception as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ValueError(f"Learner.load: cannot read {path} ({type(e).__name__}: {first[:200]}); it is truncated, "
-                         "corrupt or not a weights file written by Learner.save. Nothing was loaded.") from None
-    if not isinstance(state, dict) or 'model' not in state:
-        raise ValueError(f"Learner.load: {path} is not a file written by Learner.save.")
-    return state
 
 def _check_fine_tune(base_lr, lr_mult, epochs, freeze_epochs):
     "Refuse `fine_tune`'s arguments before anything changes."

@@ -14,7 +14,8 @@ import torch
 from ..core import listify
 from .transforms import (Categorize, EncodedMultiCategorize, MultiCategorize, OneHotEncode, Pipeline,
                                       RandomSplitter, Transform, as_transform)
-from .core import _ONE_SIZE_ADVICE, DataLoaders, Datasets
+from .collate import _ONE_SIZE_ADVICE
+from .core import DataLoaders, Datasets
 
 # %% ../../nbs/03_data.block.ipynb #1ff8bc12
 class TransformBlock:
