@@ -5,7 +5,7 @@ import torch
 from PIL import Image
 from torch.utils.data import default_collate
 
-from minifast.data import core
+from minifast.data import collate, core
 from minifast.data.block import CategoryBlock, DataBlock
 from minifast.data.transforms import RandomSplitter, get_image_files, parent_label
 from minifast.vision.augment import Resize
@@ -40,8 +40,8 @@ def test_collation_in_this_process_is_default_collate_done_by_numpy(noisy_folder
     stage = core._ItemStage(dl.dataset, dl.after_item, dl.split_idx, dl.kinds)
     samples = stage.__getitems__(range(4))
     stacked = []
-    real = core._numpy_stack
-    monkeypatch.setattr(core, '_numpy_stack', lambda ts: stacked.append(ts[0].dtype) or real(ts))
+    real = collate._numpy_stack
+    monkeypatch.setattr(collate, '_numpy_stack', lambda ts: stacked.append(ts[0].dtype) or real(ts))
     ours, ref = stage.collate(samples), default_collate(list(samples))
     assert stacked == [torch.uint8, torch.int64], 'images and labels are stacked by numpy, not torch.stack'
     assert type(ours) is list and len(ours) == 2
