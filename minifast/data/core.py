@@ -346,13 +346,13 @@ class DataLoader:
 # %% ../../nbs/02_data.core.ipynb #dbbe23d9
 def _for_item(pipe, item):
     """`pipe` less the leading transforms that `item` does not need, as fastai's `test_dl` infers them: a file name
-    given to a learner whose data came from a table skips the `ColReader` that read the name from a row. The first
-    tail of `pipe` that runs on `item` wins; if none does, `pipe` itself (its own error shows when the item is read)."""
-    for k in range(len(pipe)):
-        tail = Pipeline(pipe.tfms[k:]) if k else pipe
-        try: tail(item, split_idx=1)
+    given to a learner whose data came from a table skips the `ColReader` that read the name from a row. Starts at the
+    first transform that accepts `item` (each is tried alone, so the item is decoded at most once here); if none
+    does, `pipe` itself (its own error shows when the item is read)."""
+    for k, t in enumerate(pipe.tfms):
+        try: t(item, split_idx=1)
         except Exception: continue
-        return tail
+        return Pipeline(pipe.tfms[k:]) if k else pipe
     return pipe
 
 # %% ../../nbs/02_data.core.ipynb #df6de283
