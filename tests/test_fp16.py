@@ -151,6 +151,33 @@ def test_scaler_unscales_exactly():
         assert torch.allclose(pa, pb, atol=1e-6, rtol=0)
 
 
+def test_gradient_clip_clips_the_unscaled_gradients():
+    "GradientClip under a gradient scaler clips the true gradients: the same weights as without a scaler."
+    from minifast.callback.misc import GradientClip
+    a = make_learner(cbs=GradientClip(0.01)).to_bf16(); a.fit(2, 1e-2)
+    b = make_learner(cbs=GradientClip(0.01)).to_bf16(use_scaler=True); b.fit(2, 1e-2)
+    c = make_learner().to_bf16(); c.fit(2, 1e-2)
+    assert b.mixed_precision.skipped_steps == 0 and b.step_state.unscale is None  # the hook is removed after fit
+    for pa, pb in zip(a.model.parameters(), b.model.parameters()):
+        assert torch.allclose(pa, pb, atol=1e-6, rtol=0)
+    assert any(not torch.allclose(pa, pc, atol=1e-4) for pa, pc in zip(a.model.parameters(), c.model.parameters())), \
+        "the clip changes training: the comparison above can fail"
+
+
+def test_a_step_cancelled_after_unscaling_leaves_the_scaler_usable():
+    "Unscaled by GradientClip, then cancelled by a later callback: the next steps unscale and step again."
+    from minifast.callback.core import CancelStepException
+    from minifast.callback.misc import GradientClip
+    class SkipOdd(Callback):
+        order = 5  # after GradientClip (0) has unscaled, before MixedPrecision (10) steps
+        def before_step(self):
+            if self.learn.train_iter % 2: raise CancelStepException()
+    learn = make_learner(cbs=[GradientClip(1.), SkipOdd()]).to_bf16(use_scaler=True)
+    learn.fit(1, 1e-2)
+    steps = [int(s['step']) for s in learn.opt.torch_opt.state.values()]
+    assert steps and all(s == (len(learn.dls.train) + 1) // 2 for s in steps)
+
+
 def test_autocast_is_left_when_the_forward_pass_fails():
     class Boom(nn.Module):
         def __init__(self):

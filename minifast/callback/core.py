@@ -86,7 +86,7 @@ def any_cb(cbs, capability: str) -> bool:
 # %% ../../nbs/13_callback.core.ipynb #1167ce96
 class StepState:
     "The state the callbacks of a training step share, on `learn.step_state` (see the prose above)."
-    def __init__(self): self.guarded, self.fallback, self.found_inf = False, None, None
+    def __init__(self): self.guarded, self.fallback, self.found_inf, self.unscale = False, None, None, None
     def new_batch(self): self.found_inf = None
     def __repr__(self):
         return f"StepState(guarded={self.guarded}, fallback={self.fallback!r}, found_inf={self.found_inf})"

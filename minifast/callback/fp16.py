@@ -54,7 +54,7 @@ class MixedPrecision(Callback):
         self.scaler_kwargs = dict(init_scale=init_scale, growth_factor=growth_factor, backoff_factor=backoff_factor,
                                   growth_interval=growth_interval)
         self.scaler, self.skipped_steps, self.skipped_per_epoch = None, 0, []
-        self._autocast, self._stepper, self._scaled_step, self._warned = None, None, False, False
+        self._autocast, self._stepper, self._scaled_step, self._warned, self._unscaled = None, None, False, False, False
 
     def before_fit(self):
         device = self.learn.device
@@ -69,7 +69,8 @@ class MixedPrecision(Callback):
         if not use_scaler: self.scaler = None
         elif self.scaler is None or self._scaler_device != device.type:  # a scale learnt in an earlier fit is kept
             self.scaler, self._scaler_device = torch.amp.GradScaler(device.type, **self.scaler_kwargs), device.type
-        self._stepper = _ScalerStepper(self.learn.opt)
+        self._stepper, self._unscaled = _ScalerStepper(self.learn.opt), False
+        self.learn.step_state.unscale = self.unscale_grads if self.scaler is not None else None
         self.skipped_steps, self.skipped_per_epoch = 0, []
         recorder = getattr(self.learn, 'recorder', None)
         if self.scaler is not None and recorder is not None:  # the skipped steps become a column of the results table
@@ -81,6 +82,7 @@ class MixedPrecision(Callback):
         return self.scaler is not None
 
     def after_fit(self):
+        self.learn.step_state.unscale = None
         recorder = getattr(self.learn, 'recorder', None)
         if recorder is not None: recorder.remove_column('skipped_steps')
 
@@ -100,7 +102,18 @@ class MixedPrecision(Callback):
         self._leave_autocast()
         self.learn.pred = _to_float32(self.learn.pred)
 
-    def after_batch(self): self._leave_autocast()
+    def after_batch(self):
+        self._leave_autocast()
+        if self._unscaled:  # unscaled, then the step was cancelled before ours: close this step's scaler state
+            self._unscaled = False
+            self.scaler.update()
+
+    def unscale_grads(self):
+        "Divide the gradients by the loss scale now, once per step: for callbacks that read their size before ours."
+        if self.scaler is None or self._unscaled: return
+        self._stepper.opt = self.learn.opt
+        self.scaler.unscale_(self._stepper)
+        self._unscaled = True
 
     def before_backward(self):
         if self.scaler is not None: self.learn.loss_grad = self.scaler.scale(self.learn.loss_grad)
@@ -108,8 +121,8 @@ class MixedPrecision(Callback):
     def before_step(self):
         if self.scaler is None: return
         self._stepper.opt, self._stepper.stepped = self.learn.opt, False
-        self.scaler.step(self._stepper)  # unscales the gradients in place, checks them for inf/NaN
-        self._scaled_step = True
+        self.scaler.step(self._stepper)  # unscales the gradients in place (unless done already), checks for inf/NaN
+        self._scaled_step, self._unscaled = True, False
         if not self._stepper.stepped:
             self.skipped_steps += 1
             raise CancelStepException()

@@ -121,6 +121,8 @@ class GradientClip(Callback):
         self.max_norm, self.norm_type = max_norm, norm_type
 
     def before_step(self):
+        unscale = self.learn.step_state.unscale  # with a gradient scaler: clip the true gradients, not scaled ones
+        if unscale is not None: unscale()
         params = [p for p in self.learn.model.parameters() if p.grad is not None]
         torch.nn.utils.clip_grad_norm_(params, self.max_norm, self.norm_type)
 
