@@ -16,6 +16,7 @@ from .transforms import (Categorize, EncodedMultiCategorize, MultiCategorize, On
                                       RandomSplitter, Transform, as_transform)
 from .collate import _ONE_SIZE_ADVICE
 from .core import DataLoaders, Datasets
+from .follow import FOLLOWER_KINDS
 
 # %% ../../nbs/03_data.block.ipynb #1ff8bc12
 class TransformBlock:
@@ -100,10 +101,19 @@ class DataBlock:
                 if hasattr(t, 'draft_size') and not callable(t.draft_size): t.draft_size = max(draft) if draft else None
         return pipes
 
+    def _user_tfms(self, tfms, i, pos):
+        """The DataBlock's own transforms for element `i`: all of them for the images; for a mask, points or boxes
+        the copy `t.for_kind(kind)` of each that moves pixels, so that they move with their image."""
+        if i in pos: return tfms
+        kind = self.blocks[i].kind
+        if kind not in FOLLOWER_KINDS or 'image' not in self.kinds: return []
+        follow = [t.for_kind(kind) if hasattr(t, 'for_kind') else None for t in tfms]
+        return [t for t in follow if t is not None]
+
     def _stage_tfms(self):
         pos = set(self._user_tfm_positions())
-        after_item = [b.item_tfms + (self.item_tfms if i in pos else []) for i, b in enumerate(self.blocks)]
-        after_batch = [b.batch_tfms + (self.batch_tfms if i in pos else []) for i, b in enumerate(self.blocks)]
+        after_item = [b.item_tfms + self._user_tfms(self.item_tfms, i, pos) for i, b in enumerate(self.blocks)]
+        after_batch = [b.batch_tfms + self._user_tfms(self.batch_tfms, i, pos) for i, b in enumerate(self.blocks)]
         return after_item, after_batch
 
     def collect_items(self, source):
