@@ -252,3 +252,10 @@ def test_points_without_an_image_block_are_refused():
     with pytest.raises(ValueError, match="needs an ImageBlock"):
         DataBlock(blocks=(PointBlock, PointBlock), splitter=lambda items: ([0], [])).dataloaders(
             [[1., 2.]], bs=1, device='cpu', num_workers=0).one_batch()
+
+
+def test_summary_builds_masks_points_and_boxes_with_their_image():
+    lines = []
+    _square_block(Resize(64), aug_transforms(size=48)).summary(list(range(4)), print_fn=lines.append)
+    assert lines[-1].strip() == "All steps succeeded."
+    assert any("kind='mask'" in line and 'torch.int64' in line for line in lines)

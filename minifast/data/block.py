@@ -16,7 +16,7 @@ from .transforms import (Categorize, EncodedMultiCategorize, MultiCategorize, On
                                       RandomSplitter, Transform, as_transform)
 from .collate import _ONE_SIZE_ADVICE
 from .core import DataLoaders, Datasets
-from .follow import FOLLOWER_KINDS
+from .follow import FOLLOWER_KINDS, _hw, _leader, _set_img_size
 
 # %% ../../nbs/03_data.block.ipynb #1ff8bc12
 class TransformBlock:
@@ -184,9 +184,11 @@ def _summary_sample(dsets, after_item, i, generator, out, verbose):
             return None
         sample.append(x)
     say("  item transforms (training):")
-    res = []
+    res, lead, start = [], _leader(dsets.kinds), generator.get_state()
     for k, (pipe, x) in enumerate(zip(after_item, sample)):
         say(f"    element {k}:" + ('' if len(pipe) else ' none'))
+        if lead is not None and dsets.kinds[k] in FOLLOWER_KINDS:   # a mask or points: the image's draws and size
+            generator.set_state(start); x = _set_img_size(x, _hw(sample[lead]))
         x, failed = _run_steps(pipe, x, 0, generator, '      ', say)
         if failed is not None:
             if not verbose: out(f"  item {i} ({item}): FAILED applying to element {k} the item transform {failed}")
@@ -237,8 +239,10 @@ def _datablock_summary(dblock, source, bs=4, show_batch=False, print_fn=print):
     if batch is None: return
     for k, o in enumerate(batch): out(f"  element {k}: {_describe(o)}")
     out("\nBatch transforms (training):")
+    lead = _leader(dsets.kinds)
     for k, (pipe, x) in enumerate(zip(after_batch, batch)):
         out(f"  element {k}:" + ('' if len(pipe) else ' none'))
+        if lead is not None and dsets.kinds[k] in FOLLOWER_KINDS: x = _set_img_size(x, _hw(batch[lead]))
         x, failed = _run_steps(pipe, x, 0, torch.Generator().manual_seed(0), '    ', out)
         if failed is not None: out("\nStopped: fix the failing batch transform above."); return
     out("\nAll steps succeeded.")

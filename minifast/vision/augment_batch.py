@@ -267,7 +267,9 @@ class FusedGeometry(Transform):
         return {'tfms': [{'name': type(t).__name__, 'config': t.get_config()} for t in self.tfms],
                 'size': None if self.size is None else list(self.size), **({} if self.kind == 'image' else
                                                                           {'kind': self.kind})}
-    def __repr__(self): return f"FusedGeometry({' + '.join(map(repr, self.tfms))})"
+    def __repr__(self):
+        kind = '' if self.kind == 'image' else f", kind={self.kind!r}"
+        return f"FusedGeometry({' + '.join(map(repr, self.tfms))}{kind})"
 
 # %% ../../nbs/08_vision.augment_batch.ipynb #abbad11e
 _LUMA = (0.299, 0.587, 0.114)   # Rec. 601: how bright each channel looks
