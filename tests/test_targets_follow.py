@@ -259,3 +259,29 @@ def test_summary_builds_masks_points_and_boxes_with_their_image():
     _square_block(Resize(64), aug_transforms(size=48)).summary(list(range(4)), print_fn=lines.append)
     assert lines[-1].strip() == "All steps succeeded."
     assert any("kind='mask'" in line and 'torch.int64' in line for line in lines)
+
+
+DEVICES = ['cpu'] + (['cuda'] if torch.cuda.is_available() else [])
+
+
+@pytest.mark.parametrize('device', DEVICES)
+def test_targets_follow_on_each_device(device):
+    "The batch stage on `device` (the generator that the targets replay lives there)."
+    batch = aug_transforms(size=48, min_scale=0.75, max_rotate=30., max_zoom=1.2, max_warp=0., p_affine=1.,
+                           max_lighting=0.)
+    dls = _square_block(Resize(64), batch).dataloaders(list(range(32)), bs=32, device=device, seed=2, num_workers=0)
+    b = dls.one_batch()
+    assert all(o.device.type == device for o in b)
+    _check_square(*[o.cpu() for o in b], min_checked=28)
+
+
+def test_boxes_cut_away_by_the_batch_crop_lose_their_labels():
+    "The validation crop of RandomResizedCropGPU(valid_scale=0.25) keeps the central half: the corner box goes."
+    from minifast.vision.all import RandomResizedCropGPU
+    dblock = DataBlock(blocks=(ImageBlock, BBoxBlock, BBoxLblBlock), n_inp=1, get_x=_image,
+                       get_y=[lambda i: [[1., 1., 6., 6.], list(SQ)], lambda i: ['edge', 'square']],
+                       splitter=lambda items: ([0], [0]), item_tfms=Resize((H, W), method='squish'),
+                       batch_tfms=[RandomResizedCropGPU(32, valid_scale=0.25)])
+    _, b, lbl = next(iter(dblock.dataloaders([0], bs=1, device='cpu', seed=0, num_workers=0).valid))
+    assert (b[0, 0] == 0).all() and lbl[0].tolist() == [0, 2]
+    assert (b[0, 1].abs() < 1).all()   # the square, in the middle, stays whole
