@@ -8,7 +8,7 @@ __all__ = ['PILMask', 'TensorMask', 'TensorPoint', 'TensorBBox', 'LoadMask', 'To
            'warp_mask', 'warp_points', 'warp_boxes', 'warp_target', 'show_mask', 'show_points', 'show_boxes',
            'show_target', 'show_with_targets']
 
-# %% ../../nbs/06c_vision.targets.ipynb #75202d45
+# %% ../../nbs/06c_vision.targets.ipynb #f98bd027
 from pathlib import Path
 
 import numpy as np
@@ -17,13 +17,12 @@ import torch.nn.functional as F
 from PIL import Image
 
 from ..data.block import TransformBlock
-from ..data.core import register_default_loss, register_show
+from ..data.core import register_show
 from ..data.transforms import MultiCategorize, Transform
-from ..losses import MSELossFlat
 from .core import _label_text, _subplots, show_image
 from .warp import _grid
 
-# %% ../../nbs/06c_vision.targets.ipynb #ae8fe5e2
+# %% ../../nbs/06c_vision.targets.ipynb #528a0658
 _MASK_MODES = ('L', 'P', '1', 'I', 'I;16', 'I;16L', 'I;16B')
 
 class PILMask(Image.Image):
@@ -66,7 +65,7 @@ class TensorBBox(torch.Tensor):
         return t.reshape(-1, 4).as_subclass(cls)
     def show(self, ctx=None, **kwargs): return show_boxes(self, ctx, **kwargs)
 
-# %% ../../nbs/06c_vision.targets.ipynb #f06d0f7e
+# %% ../../nbs/06c_vision.targets.ipynb #9f0e35a0
 def _where(o): return f" {o.fn}" if getattr(o, 'fn', None) is not None else ''
 
 class LoadMask(Transform):
@@ -99,7 +98,7 @@ class ToTensorBBox(Transform):
                              "(x1, y1, x2, y2) with the top-left corner first.")
         return b
 
-# %% ../../nbs/06c_vision.targets.ipynb #867258b5
+# %% ../../nbs/06c_vision.targets.ipynb #bb2eccd3
 def _check_size(mask, hw):
     if hw is not None and (mask.size[1], mask.size[0]) != tuple(hw):
         raise ValueError(f"The mask{_where(mask)} is {mask.size[0]}x{mask.size[1]} pixels but its image is "
@@ -139,7 +138,7 @@ class PointScaler(Transform):
         res.img_size = (h, w)
         return res
 
-# %% ../../nbs/06c_vision.targets.ipynb #85486488
+# %% ../../nbs/06c_vision.targets.ipynb #9726822f
 def MaskBlock(codes=None):
     "A segmentation mask per image, from a file of class codes; `codes` (class names in code order) -> `dls.vocab`."
     return TransformBlock(type_tfms=LoadMask(codes), item_tfms=MaskToTensor(), batch_tfms=MaskToLong(), kind='mask')
@@ -156,9 +155,7 @@ def BBoxLblBlock(vocab=None, add_na=True):
     "The labels of the boxes of a `BBoxBlock`, as class indices; 0 is the padding class `'#na#'`."
     return TransformBlock(type_tfms=MultiCategorize(vocab=vocab, add_na=add_na), kind='bbox_label')
 
-register_default_loss('points', MSELossFlat)   # fastai's default for key points: `dls.loss_func`
-
-# %% ../../nbs/06c_vision.targets.ipynb #a302617b
+# %% ../../nbs/06c_vision.targets.ipynb #b187f843
 def _clip_boxes(b):
     "Boxes (..., 4) clipped to [-1, 1]; those left without area set to zeros."
     b = b.clamp(-1, 1)
@@ -179,7 +176,7 @@ def move_in_window(x, kind, in_hw, src, out_hw, dst):
     res.img_size = tuple(out_hw)
     return res
 
-# %% ../../nbs/06c_vision.targets.ipynb #61c35a82
+# %% ../../nbs/06c_vision.targets.ipynb #8c06729d
 def warp_mask(mask, mats, out_hw, pad_mode='reflection', align_corners=True):
     "Masks (N, H, W) of codes resampled through `mats` (N, 3, 3) to `out_hw`, nearest: (N, *out_hw) int64."
     grid = _grid(mats.to(mask.device, torch.float32), out_hw, align_corners)
@@ -216,7 +213,7 @@ def warp_boxes(boxes, mats, in_hw, out_hw, align_corners=True):
     res = _clip_boxes(torch.cat([moved.amin(-2), moved.amax(-2)], -1))
     return torch.where((b == 0).all(-1, keepdim=True), torch.zeros_like(res), res)
 
-# %% ../../nbs/06c_vision.targets.ipynb #9644fd48
+# %% ../../nbs/06c_vision.targets.ipynb #57b4464d
 def warp_target(x, kind, mats, in_hw, out_hw, pad_mode='reflection', align_corners=True):
     "A batch of masks, points or boxes (`kind`) moved as `warp_batch` moves their images (size `in_hw`) by `mats`."
     if kind == 'mask': return warp_mask(x, mats, out_hw, pad_mode, align_corners)
@@ -224,7 +221,7 @@ def warp_target(x, kind, mats, in_hw, out_hw, pad_mode='reflection', align_corne
     if kind == 'bbox': return warp_boxes(x, mats, in_hw, out_hw, align_corners)
     raise ValueError(f"warp_target: kind={kind!r} must be 'mask', 'points' or 'bbox'.")
 
-# %% ../../nbs/06c_vision.targets.ipynb #624772d5
+# %% ../../nbs/06c_vision.targets.ipynb #054b150e
 def _ax_hw(ax):
     "(h, w) of the image drawn on `ax`."
     if not ax.images: raise ValueError("show_target: draw the image on the axis first (points and boxes are "
@@ -271,7 +268,7 @@ def show_target(kind):
                                                    f"known: {sorted(_target_shows)}.")
     return _target_shows[kind]
 
-# %% ../../nbs/06c_vision.targets.ipynb #87baa105
+# %% ../../nbs/06c_vision.targets.ipynb #5c0f1a7d
 def show_with_targets(samples, kinds, nrows=None, ncols=None, figsize=None, titles=None, **kwargs):
     "Draw each sample's image with its masks, points and boxes on top; other elements title it. Returns the figure."
     samples, kinds = list(samples), tuple(kinds)
