@@ -4,6 +4,7 @@ applied image by image (the approach of the course texts), and kornia when it is
     python benchmarks/bench_augment.py                  # CPU, torch's default number of threads
     python benchmarks/bench_augment.py --device cuda    # on the GPU (timings synchronised)
     python benchmarks/bench_augment.py --threads 1      # one thread, as in a DataLoader worker
+    python benchmarks/bench_augment.py --targets        # only the image + mask and image + points rows
 
 Each row is the median over --runs batches after --warmup batches, in ms per batch of 64 uint8 images: wall-clock
 time, and on the CPU also the CPU time of this process (all its threads), which other programs running at the same
@@ -16,7 +17,9 @@ import time
 
 import torch
 import torchvision.transforms.v2 as T
+from torchvision import tv_tensors
 
+from minifast.data.follow import apply_pipelines
 from minifast.data.transforms import Pipeline
 from minifast.vision.augment_batch import Hue, Saturation, aug_transforms
 from minifast.vision.core import IntToFloatTensor, Normalize, imagenet_stats
@@ -87,6 +90,52 @@ def kornia_pipeline(size, colour=False):
     return lambda x: aug(x.float().div_(255))
 
 
+def fused_with_target(size, device, kind):
+    """Image + mask or image + points as a DataLoader runs them: the image's pipeline, then the target's copies of
+    the geometric transforms (`for_kind`) replaying the same draws."""
+    tfms = aug_transforms(size=size, min_scale=0.75)
+    pipes = [Pipeline(tfms + [Normalize.from_stats(*imagenet_stats)]),
+             Pipeline([t.for_kind(kind) for t in tfms if hasattr(t, 'for_kind')])]
+    g = torch.Generator(device=device).manual_seed(0)
+    return lambda xy: apply_pipelines(pipes, xy, ('image', kind), split_idx=0, generator=g)
+
+
+def torchvision_with_target(size, kind):
+    "torchvision v2 image by image, the target as a `tv_tensors.Mask` or `tv_tensors.KeyPoints` moved with it."
+    per_image = torchvision_tfms(size)
+    to_float = T.Compose([T.ToDtype(torch.float32, scale=True), T.Normalize(*imagenet_stats)])
+    def run(xy):
+        x, y = xy
+        hw = tuple(x.shape[-2:])
+        wrap = ((lambda t: tv_tensors.Mask(t)) if kind == 'mask' else
+                (lambda t: tv_tensors.KeyPoints((t + 1) * torch.tensor([hw[1] / 2, hw[0] / 2]), canvas_size=hw)))
+        outs = [per_image(tv_tensors.Image(im), wrap(t)) for im, t in zip(x, y)]
+        return to_float(torch.stack([o[0] for o in outs])), torch.stack([o[1] for o in outs])
+    return run
+
+
+def targets_table(args, device):
+    "Image + mask and image + points batches: the fused path against torchvision v2's per-image chain."
+    print(f"\n| {'input -> output':<15} | {'method':<60} | {'ms / batch':>10} | {'CPU ms':>8} "
+          f"| {'vs torchvision per image':>24} |")
+    print(f"|{'-' * 17}|{'-' * 62}|{'-' * 12}|{'-' * 10}|{'-' * 26}|")
+    for src, size in CASES:
+        g = torch.Generator().manual_seed(0)
+        x = torch.randint(0, 256, (args.bs, 3, src, src), dtype=torch.uint8, generator=g).to(device)
+        targets = {'mask': torch.randint(0, 12, (args.bs, src, src), dtype=torch.uint8, generator=g).to(device),
+                   'points': (torch.rand(args.bs, 4, 2, generator=g) * 1.6 - 0.8).to(device)}
+        for kind, y in targets.items():
+            what = 'mask' if kind == 'mask' else '4 points'
+            rows = [(f'minifast fused: image + {what}', fused_with_target(size, device, kind)),
+                    (f'torchvision v2 per image: image + {what} (tv_tensors)', torchvision_with_target(size, kind))]
+            results = [(label, median_ms(fn, (x, y), device, args.warmup, args.runs)) for label, fn in rows]
+            base = results[-1][1]
+            for label, (ms, cpu) in results:
+                ratio = f"{base[0] / ms:.1f}x" + (f" ({base[1] / cpu:.1f}x CPU)" if device.type == 'cpu' else '')
+                cpu_ms = cpu if device.type == 'cpu' else float('nan')
+                print(f"| {f'{src} -> {size}':<15} | {label:<60} | {ms:10.1f} | {cpu_ms:8.0f} | {ratio:>24} |")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--device', default='cpu', help="'cpu' or 'cuda'")
@@ -95,6 +144,7 @@ def main():
     parser.add_argument('--warmup', type=int, default=1)
     parser.add_argument('--colour', action='store_true', help='also compare with saturation and hue')
     parser.add_argument('--threads', type=int, default=None, help="torch.set_num_threads (default: torch's own choice)")
+    parser.add_argument('--targets', action='store_true', help='only the image + mask and image + points rows')
     args = parser.parse_args()
     if args.threads: torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -109,6 +159,9 @@ def main():
     print(f"torch {torch.__version__}, {name} ({os.cpu_count()} CPUs, load average {load}); "
           f"batch of {args.bs} uint8 images; "
           f"median of {args.runs} runs after {args.warmup} warm-up\n")
+    if args.targets:
+        targets_table(args, device)
+        return
     print(f"| {'input -> output':<15} | {'method':<72} | {'ms / batch':>10} | {'CPU ms':>8} "
           f"| {'vs torchvision per image':>24} |")
     print(f"|{'-' * 17}|{'-' * 74}|{'-' * 12}|{'-' * 10}|{'-' * 26}|")
@@ -136,6 +189,7 @@ def main():
                 if device.type == 'cpu': ratio += f" ({base[1] / res[1]:.1f}x CPU)"
                 cpu_ms = cpu if device.type == 'cpu' else float('nan')
                 print(f"| {f'{src} -> {size}':<15} | {label:<72} | {ms:10.1f} | {cpu_ms:8.0f} | {ratio:>24} |")
+    targets_table(args, device)
     print(f"\nload average after: {', '.join(f'{v:.1f}' for v in os.getloadavg())}")
 
 

@@ -304,5 +304,5 @@ class L1LossFlat(BaseLoss):
 
 # %% ../nbs/10_losses.ipynb #8587448f
 for _kind, _loss in {'category': CrossEntropyLossFlat, 'multicategory': BCEWithLogitsLossFlat,
-                     'regression': MSELossFlat}.items():
+                     'regression': MSELossFlat, 'points': MSELossFlat}.items():
     register_default_loss(_kind, _loss)

@@ -16,6 +16,7 @@ from .transforms import (Categorize, EncodedMultiCategorize, MultiCategorize, On
                                       RandomSplitter, Transform, as_transform)
 from .collate import _ONE_SIZE_ADVICE
 from .core import DataLoaders, Datasets
+from .follow import FOLLOWER_KINDS, _hw, _leader, _set_img_size
 
 # %% ../../nbs/03_data.block.ipynb #1ff8bc12
 class TransformBlock:
@@ -100,10 +101,19 @@ class DataBlock:
                 if hasattr(t, 'draft_size') and not callable(t.draft_size): t.draft_size = max(draft) if draft else None
         return pipes
 
+    def _user_tfms(self, tfms, i, pos):
+        """The DataBlock's own transforms for element `i`: all of them for the images; for a mask, points or boxes
+        the copy `t.for_kind(kind)` of each that moves pixels, so that they move with their image."""
+        if i in pos: return tfms
+        kind = self.blocks[i].kind
+        if kind not in FOLLOWER_KINDS or 'image' not in self.kinds: return []
+        follow = [t.for_kind(kind) if hasattr(t, 'for_kind') else None for t in tfms]
+        return [t for t in follow if t is not None]
+
     def _stage_tfms(self):
         pos = set(self._user_tfm_positions())
-        after_item = [b.item_tfms + (self.item_tfms if i in pos else []) for i, b in enumerate(self.blocks)]
-        after_batch = [b.batch_tfms + (self.batch_tfms if i in pos else []) for i, b in enumerate(self.blocks)]
+        after_item = [b.item_tfms + self._user_tfms(self.item_tfms, i, pos) for i, b in enumerate(self.blocks)]
+        after_batch = [b.batch_tfms + self._user_tfms(self.batch_tfms, i, pos) for i, b in enumerate(self.blocks)]
         return after_item, after_batch
 
     def collect_items(self, source):
@@ -174,9 +184,11 @@ def _summary_sample(dsets, after_item, i, generator, out, verbose):
             return None
         sample.append(x)
     say("  item transforms (training):")
-    res = []
+    res, lead, start = [], _leader(dsets.kinds), generator.get_state()
     for k, (pipe, x) in enumerate(zip(after_item, sample)):
         say(f"    element {k}:" + ('' if len(pipe) else ' none'))
+        if lead is not None and dsets.kinds[k] in FOLLOWER_KINDS:   # a mask or points: the image's draws and size
+            generator.set_state(start); x = _set_img_size(x, _hw(sample[lead]))
         x, failed = _run_steps(pipe, x, 0, generator, '      ', say)
         if failed is not None:
             if not verbose: out(f"  item {i} ({item}): FAILED applying to element {k} the item transform {failed}")
@@ -227,8 +239,10 @@ def _datablock_summary(dblock, source, bs=4, show_batch=False, print_fn=print):
     if batch is None: return
     for k, o in enumerate(batch): out(f"  element {k}: {_describe(o)}")
     out("\nBatch transforms (training):")
+    lead = _leader(dsets.kinds)
     for k, (pipe, x) in enumerate(zip(after_batch, batch)):
         out(f"  element {k}:" + ('' if len(pipe) else ' none'))
+        if lead is not None and dsets.kinds[k] in FOLLOWER_KINDS: x = _set_img_size(x, _hw(batch[lead]))
         x, failed = _run_steps(pipe, x, 0, torch.Generator().manual_seed(0), '    ', out)
         if failed is not None: out("\nStopped: fix the failing batch transform above."); return
     out("\nAll steps succeeded.")

@@ -15,6 +15,7 @@ from fastcore.foundation import L
 
 from ..core import default_device, listify, to_device
 from .collate import _Samples, _collate, _example, _shape_mismatch
+from .follow import apply_pipelines, pad_samples
 from .transforms import Categorize, Pipeline, Transform
 
 # %% ../../nbs/02_data.core.ipynb #a5518dfa
@@ -155,8 +156,7 @@ class _ItemStage(torch.utils.data.Dataset):
     def __len__(self): return len(self.dataset)
 
     def __getitem__(self, i):
-        sample = self.dataset[i]
-        return tuple(p(o, split_idx=self.split_idx, generator=self.generator) for p, o in zip(self.after_item, sample))
+        return apply_pipelines(self.after_item, self.dataset[i], self.kinds, self.split_idx, self.generator)
 
     def __getitems__(self, idxs):
         "The samples at `idxs` (torch's loader fetches a batch with this), remembering `idxs`."
@@ -170,7 +170,7 @@ class _ItemStage(torch.utils.data.Dataset):
 
     def collate(self, samples):
         "`_collate`; when the samples' shapes differ, an error that names them and the fix (in workers too)."
-        try: return _collate(samples)
+        try: return _collate(pad_samples(samples, self.kinds))
         except RuntimeError as e:
             idxs = getattr(samples, 'idxs', None)
             msg = _shape_mismatch(samples, [self._item(i) for i in idxs] if idxs is not None else None, self.kinds)
@@ -191,8 +191,9 @@ def register_show(kind: str, fn):
     return fn
 
 def show_function(kinds, what='show_batch', instead=''):
-    "The show function registered for the first of `kinds` that has one (`kinds` None: the images')."
-    for kind in (kinds if kinds is not None else ('image',)):
+    """The show function registered for the first of `kinds` that has one, the image's last (a mask or boxes draw
+    their image too); `kinds` None: the images'."""
+    for kind in sorted(kinds if kinds is not None else ('image',), key=lambda k: k == 'image'):
         if kind in _show_functions: return _show_functions[kind]
     raise ValueError(f"{what}: no show function is registered for samples of kinds {list(kinds or ())} (registered: "
                      f"{sorted(_show_functions)}). `import minifast.vision.all` registers the one for images; for "
@@ -280,7 +281,7 @@ class DataLoader:
 
     def after_batch_stage(self, b, generator=None):
         "Run the batch pipelines on a collated batch already on the device."
-        return tuple(p(o, split_idx=self.split_idx, generator=generator) for p, o in zip(self.after_batch, b))
+        return apply_pipelines(self.after_batch, b, self.kinds, self.split_idx, generator)
 
     def __len__(self):
         n = len(self.dataset)

@@ -16,6 +16,8 @@ import minifast.vision.core as _vision_core
 import minifast.vision.augment as _vision_augment
 import minifast.vision.augment_batch as _vision_augment_batch
 import minifast.vision.data as _vision_data
+import minifast.data.follow as _data_follow
+import minifast.vision.targets as _vision_targets
 import minifast.losses as _losses
 import minifast.metrics as _metrics
 import minifast.optimizer as _optimizer
@@ -47,6 +49,8 @@ from .core import *
 from .augment import *
 from .augment_batch import *
 from .data import *
+from ..data.follow import *
+from .targets import *
 from ..losses import *
 from ..metrics import *
 from ..optimizer import *
@@ -78,6 +82,7 @@ _modules = [_core, _data_transforms, _data_core, _data_block, _data_external, _d
             _vision_core, _vision_augment, _vision_augment_batch, _vision_data, _losses, _metrics, _optimizer,
             _callback_core, _callback_progress, _callback_schedule, _callback_fp16, _learner, _export,
             _vision_learner, _interpret, _callback_tracker, _callback_misc, _callback_tta,
-            _layers, _vision_models_xresnet, _callback_hook, _vision_cam, _callback_mixup, _vision_utils]
+            _layers, _vision_models_xresnet, _callback_hook, _vision_cam, _callback_mixup, _vision_utils,
+            _data_follow, _vision_targets]
 
 __all__ = sorted({name for m in _modules for name in m.__all__} | set(_lite0_names))

@@ -7,6 +7,7 @@ __all__ = ['ResizeMethod', 'PadMode', 'Resize', 'RandomResizedCrop', 'aug_transf
            'Warp', 'RandomResizedCropGPU', 'BatchResize', 'Brightness', 'Contrast', 'Saturation', 'Hue', 'warp_batch']
 
 # %% ../../nbs/07_vision.augment.ipynb #fa658292
+import copy
 import math
 
 import numpy as np
@@ -14,6 +15,7 @@ import torch
 from PIL import Image
 
 from ..data.transforms import Transform
+from .targets import _check_size, move_in_window
 
 # %% ../../nbs/07_vision.augment.ipynb #cd3ec8f1
 def _size_hw(size):
@@ -38,15 +40,33 @@ def _like(out, img):
         out.__class__ = type(img)
     return out
 
-class Resize(Transform):
+class _FollowsImage:
+    """What the item transforms that move pixels share: `for_kind(kind)`, the copy a mask, points or boxes element
+    gets (`kind` says what it moves), and moving such a target through a window map."""
+    def for_kind(self, kind):
+        res = copy.copy(self)
+        res.kind = kind
+        return res
+
+    def _follow(self, x, split_idx, generator):
+        "A mask resized like the image (nearest); points or boxes mapped as the image's window is (`_windows`)."
+        if self.kind == 'mask':
+            _check_size(x, getattr(x, 'img_size', None))
+            return _like(self._resize(x, split_idx, generator, resample=Image.NEAREST), x)
+        h, w = x.img_size   # set by the PointScaler of PointBlock / BBoxBlock
+        src, dst = self._windows(w, h, split_idx, generator)
+        return move_in_window(x, self.kind, (h, w), src, self.size, dst)
+
+class Resize(_FollowsImage, Transform):
     "Item transform: resize a PIL image to `size` by cropping (random on train, centre on valid), padding or squishing."
     order = 1
-    def __init__(self, size, method='crop', pad_mode='reflection', resample=Image.BILINEAR):
+    def __init__(self, size, method='crop', pad_mode='reflection', resample=Image.BILINEAR, kind='image'):
         if method not in ('crop', 'pad', 'squish'): raise ValueError(f"Resize: method={method!r} must be 'crop', "
                                                                      "'pad' or 'squish'.")
         if pad_mode not in ('reflection', 'zeros', 'border'): raise ValueError(f"Resize: pad_mode={pad_mode!r} must be "
                                                                                "'reflection', 'zeros' or 'border'.")
         self.size, self.method, self.pad_mode, self.resample = _size_hw(size), method, pad_mode, resample
+        self.kind = kind   # 'image'; or 'mask', 'points', 'bbox': the copy that moves that target like its image
 
     def draft_size(self): return max(self.size)
 
@@ -58,32 +78,50 @@ class Resize(Transform):
         left, top = fx * (w - cw), fy * (h - ch)
         return left, top, left + cw, top + ch
 
-    def __call__(self, img, split_idx=None, generator=None): return _like(self._resize(img, split_idx, generator), img)
+    def __call__(self, img, split_idx=None, generator=None):
+        if self.kind != 'image': return self._follow(img, split_idx, generator)
+        return _like(self._resize(img, split_idx, generator), img)
 
-    def _resize(self, img, split_idx=None, generator=None):
+    def _windows(self, w, h, split_idx=None, generator=None):
+        "The window (left, top, right, bottom) of the input, in pixels, and the one of the output it fills."
         th, tw = self.size
-        w, h = img.size
-        if self.method == 'squish': return img.resize((tw, th), self.resample)
-        if self.method == 'crop':
-            return img.resize((tw, th), self.resample, box=self.crop_box(w, h, split_idx, generator))
+        if self.method == 'squish': return (0, 0, w, h), (0, 0, tw, th)
+        if self.method == 'crop': return self.crop_box(w, h, split_idx, generator), (0, 0, tw, th)
+        nw, nh, left, top = self._pad_window(w, h)
+        return (0, 0, w, h), (left, top, left + nw, top + nh)
+
+    def _pad_window(self, w, h):
+        "Width, height, left and top of the resized image inside the padded output."
+        th, tw = self.size
         scale = min(tw / w, th / h)
         nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
-        a = np.asarray(img.resize((nw, nh), self.resample))
-        top, left = (th - nh) // 2, (tw - nw) // 2
+        return nw, nh, (tw - nw) // 2, (th - nh) // 2
+
+    def _resize(self, img, split_idx=None, generator=None, resample=None):
+        th, tw = self.size
+        w, h = img.size
+        resample = self.resample if resample is None else resample
+        if self.method == 'squish': return img.resize((tw, th), resample)
+        if self.method == 'crop':
+            return img.resize((tw, th), resample, box=self.crop_box(w, h, split_idx, generator))
+        nw, nh, left, top = self._pad_window(w, h)
+        a = np.asarray(img.resize((nw, nh), resample))
         pads = ((top, th - nh - top), (left, tw - nw - left), (0, 0))
         np_mode = {'zeros': 'constant', 'border': 'edge', 'reflection': 'reflect'}[self.pad_mode]
         a = np.pad(a, pads[:a.ndim], mode=np_mode)
         return Image.fromarray(a)
 
-    def get_config(self): return {'size': list(self.size), 'method': self.method, 'pad_mode': self.pad_mode}
+    def get_config(self):
+        kind = {} if self.kind == 'image' else {'kind': self.kind}
+        return {'size': list(self.size), 'method': self.method, 'pad_mode': self.pad_mode, **kind}
 
 # %% ../../nbs/07_vision.augment.ipynb #132da008
-class RandomResizedCrop(Transform):
+class RandomResizedCrop(_FollowsImage, Transform):
     "Item transform: random window of area in [min_scale, 1] and aspect in `ratio`, resized to `size`."
     order = 1
-    def __init__(self, size, min_scale=0.08, ratio=(3/4, 4/3), val_xtra=0.14, resample=Image.BILINEAR):
+    def __init__(self, size, min_scale=0.08, ratio=(3/4, 4/3), val_xtra=0.14, resample=Image.BILINEAR, kind='image'):
         self.size, self.min_scale, self.ratio = _size_hw(size), min_scale, tuple(ratio)
-        self.val_xtra, self.resample = val_xtra, resample
+        self.val_xtra, self.resample, self.kind = val_xtra, resample, kind
 
     def draft_size(self):
         """The smallest side a JPEG may be decoded at so that even the smallest window still has `size` pixels
@@ -110,12 +148,20 @@ class RandomResizedCrop(Transform):
         return left, top, left + cw, top + ch
 
     def __call__(self, img, split_idx=None, generator=None):
+        if self.kind != 'image': return self._follow(img, split_idx, generator)
+        return _like(self._resize(img, split_idx, generator), img)
+
+    def _windows(self, w, h, split_idx=None, generator=None):
+        return self.crop_box(w, h, split_idx, generator), (0, 0, self.size[1], self.size[0])
+
+    def _resize(self, img, split_idx=None, generator=None, resample=None):
         th, tw = self.size
-        return _like(img.resize((tw, th), self.resample, box=self.crop_box(*img.size, split_idx, generator)), img)
+        resample = self.resample if resample is None else resample
+        return img.resize((tw, th), resample, box=self.crop_box(*img.size, split_idx, generator))
 
     def get_config(self):
         return {'size': list(self.size), 'min_scale': self.min_scale, 'ratio': list(self.ratio),
-                'val_xtra': self.val_xtra}
+                'val_xtra': self.val_xtra, **({} if self.kind == 'image' else {'kind': self.kind})}
 
 # %% ../../nbs/07_vision.augment.ipynb #0074bac9
 from .augment_batch import (aug_transforms, Flip, Dihedral, Rotate, Zoom, Warp,  # noqa: F401

@@ -14,6 +14,7 @@ import math
 import torch
 
 from ..data.transforms import Transform, transform_class
+from .targets import warp_target
 from .warp import mats_stride  # noqa: F401  (re-exported)
 from .warp import (_eye, _mats, _size_hw, crop_mat, dihedral_mat, flip_mat, perspective_mat, rotate_mat,
                                   warp_batch, zoom_mat)
@@ -72,7 +73,11 @@ class GeometricTransform(Transform):
         return 1.
 
     def fuse(self, other):
-        return FusedGeometry([self, other]) if isinstance(other, (GeometricTransform, FusedGeometry)) else None
+        same = isinstance(other, (GeometricTransform, FusedGeometry)) and getattr(other, 'kind', 'image') == 'image'
+        return FusedGeometry([self, other]) if same else None
+    def for_kind(self, kind):
+        "The copy that moves a mask, points or boxes (`kind`) exactly as this one moves their image."
+        return FusedGeometry([self], kind=kind)
     def __call__(self, x, split_idx=None, generator=None):
         return FusedGeometry([self])(x, split_idx=split_idx, generator=generator)
     def get_config(self): return {'p': self.p, 'batch': self.batch, **{k: getattr(self, k) for k in _SAMPLING}}
@@ -198,7 +203,8 @@ class FusedGeometry(Transform):
     `size` replaces the output size."""
     order = 30
     reads_uint8 = True
-    def __init__(self, tfms, size=None):
+    def __init__(self, tfms, size=None, kind='image'):
+        self.kind = kind   # 'image'; or 'mask', 'points', 'bbox': moves that target like its image
         parts = []
         for t in map(_from_config, tfms): parts += t.tfms if isinstance(t, FusedGeometry) else [t]
         resizers = [t for t in parts if t.resizes]
@@ -218,9 +224,29 @@ class FusedGeometry(Transform):
         self.order = self.tfms[0].order
 
     def fuse(self, other):
-        return FusedGeometry([self, other]) if isinstance(other, (GeometricTransform, FusedGeometry)) else None
+        same = isinstance(other, (GeometricTransform, FusedGeometry)) and getattr(other, 'kind', 'image') == self.kind
+        return FusedGeometry([self, other], kind=self.kind) if same else None
+    def for_kind(self, kind): return FusedGeometry(self.tfms, kind=kind)
+
+    def _draw(self, n, in_hw, out_hw, split_idx, generator, device):
+        "The (n, 3, 3) matrices of a batch: random on training, the resizer's fixed ones on validation."
+        if split_idx != 0: return self.tfms[0].valid_mats(n, in_hw, out_hw, device)
+        g = generator if generator is not None else _fresh_generator(device)
+        mats = _eye(n, g.device)
+        for t in self.tfms: mats = mats @ t.draw_mats(n, in_hw, out_hw, g)
+        return mats
+
+    def _follow(self, x, split_idx, generator):
+        "Masks (N, H, W), points (N, n, 2) or boxes (N, m, 4), moved by the same draws as their images."
+        first = self.tfms[0]
+        if split_idx != 0 and not first.resizes: return x
+        in_hw = tuple(x.shape[-2:]) if self.kind == 'mask' else tuple(x.img_size)   # img_size: set by the loader
+        out_hw = first.out_size(in_hw)
+        mats = self._draw(len(x), in_hw, out_hw, split_idx, generator, x.device)
+        return warp_target(x, self.kind, mats, in_hw, out_hw, first.pad_mode, first.align_corners)
 
     def __call__(self, x, split_idx=None, generator=None):
+        if self.kind != 'image': return self._follow(x, split_idx, generator)
         single = x.ndim == 3
         if single: x = x[None]
         n, in_hw, first = len(x), tuple(x.shape[-2:]), self.tfms[0]
@@ -228,11 +254,7 @@ class FusedGeometry(Transform):
         valid = split_idx != 0
         if valid and not first.resizes: out = x if torch.is_floating_point(x) else x.float().div_(255)
         else:
-            if valid: mats = first.valid_mats(n, in_hw, out_hw, x.device)
-            else:
-                g = generator if generator is not None else _fresh_generator(x.device)
-                mats = _eye(n, g.device)
-                for t in self.tfms: mats = mats @ t.draw_mats(n, in_hw, out_hw, g)
+            mats = self._draw(n, in_hw, out_hw, split_idx, generator, x.device)
             stride = math.prod(t.min_stride(in_hw, out_hw, valid) for t in self.tfms)
             out = warp_batch(x, mats, out_hw, mode=first.mode, pad_mode=first.pad_mode,
                              align_corners=first.align_corners,
@@ -243,8 +265,11 @@ class FusedGeometry(Transform):
     def size(self): return self.tfms[0].size if self.tfms[0].resizes else None
     def get_config(self):
         return {'tfms': [{'name': type(t).__name__, 'config': t.get_config()} for t in self.tfms],
-                'size': None if self.size is None else list(self.size)}
-    def __repr__(self): return f"FusedGeometry({' + '.join(map(repr, self.tfms))})"
+                'size': None if self.size is None else list(self.size), **({} if self.kind == 'image' else
+                                                                          {'kind': self.kind})}
+    def __repr__(self):
+        kind = '' if self.kind == 'image' else f", kind={self.kind!r}"
+        return f"FusedGeometry({' + '.join(map(repr, self.tfms))}{kind})"
 
 # %% ../../nbs/08_vision.augment_batch.ipynb #abbad11e
 _LUMA = (0.299, 0.587, 0.114)   # Rec. 601: how bright each channel looks
