@@ -5,6 +5,7 @@ from torch import nn
 
 from conftest import make_square_masks
 from minifast.losses import CrossEntropyLossFlat
+from minifast.metrics import DiceMulti, foreground_acc
 from minifast.vision.learner import create_unet_model, efficientnet_lite0, resnet18, unet_learner
 from minifast.vision.models.unet import DynamicUnet, skip_stages
 
@@ -65,7 +66,7 @@ def test_n_out_comes_from_the_codes_or_must_be_given(dls):
 
 def test_a_few_steps_reduce_the_loss_on_a_mask_task(dls):
     torch.manual_seed(0)
-    learn = unet_learner(dls, efficientnet_lite0, n_out=2, metrics=[])
+    learn = unet_learner(dls, efficientnet_lite0, n_out=2, metrics=[foreground_acc, DiceMulti()])
     xb, yb = dls.train.one_batch()
     def loss():   # in training mode: after 12 steps the BatchNorm running statistics are not settled yet
         learn.model.train()
@@ -74,6 +75,8 @@ def test_a_few_steps_reduce_the_loss_on_a_mask_task(dls):
     with learn.no_bar(): learn.fit(4, lr=3e-3)
     after = loss()
     assert after < 0.5 * before, (before, after)   # measured: 0.78 -> 0.22
+    loss, fg_acc, dice = learn.validate()
+    assert 0 <= fg_acc <= 1 and 0 <= dice <= 1
 
 
 def test_export_and_load_rebuild_the_unet(dls, tmp_path):
