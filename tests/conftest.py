@@ -54,6 +54,7 @@ def make_square_masks(folder, n=12, size=32, seed=0, bs=4):
         Image.fromarray(img).save(folder/f'{i}.png'); masks[f'{i}.png'] = mask
     n_valid = n // 4
     dsets = Datasets(sorted(folder.glob('*.png'), key=lambda p: int(p.stem)),
-                     [[PILImage.create], [lambda p: masks[p.name]]], splits=(range(n - n_valid), range(n - n_valid, n)))
+                     [[PILImage.create], [lambda p: masks[p.name]]], splits=(range(n - n_valid), range(n - n_valid, n)),
+                     kinds=('image', 'mask'))
     return DataLoaders.from_dsets(dsets, bs=bs, device='cpu', num_workers=0, seed=seed,
                                   after_item=[[Resize(size), ToTensor()]], after_batch=[[IntToFloatTensor()]])

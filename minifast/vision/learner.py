@@ -6,7 +6,8 @@
 __all__ = ['arch_families', 'resnet18', 'resnet34', 'resnet50', 'resnet101', 'resnet152', 'convnext_tiny', 'efficientnet_b0',
            'regnet_y_400mf', 'efficientnet_lite0', 'cnn_learner', 'ArchFamily', 'register_arch_family', 'Arch',
            'timm_arch', 'get_arch', 'AdaptiveConcatPool2d', 'SigmoidRange', 'create_head', 'num_features',
-           'create_vision_model', 'vision_splitter', 'vision_learner', 'create_unet_model', 'unet_learner']
+           'create_vision_model', 'vision_splitter', 'vision_learner', 'create_unet_model', 'unet_learner',
+           'show_mask_results']
 
 # %% ../../nbs/21_vision.learner.ipynb #00fd92fd
 from pathlib import Path
@@ -18,7 +19,8 @@ from ..data.core import DataLoaders
 from ..data.transforms import Pipeline
 from ..learner import Learner
 from ..optimizer import Adam
-from .core import Normalize, imagenet_stats
+from ..callback.preds import register_show_results
+from .core import Normalize, imagenet_stats, show_image
 from ..losses import CrossEntropyLossFlat
 from .models import efficientnet_lite as lite0
 from .models.unet import DynamicUnet
@@ -338,6 +340,30 @@ def unet_learner(dls, arch, normalize=True, n_out=None, pretrained=True, weights
     if pretrained: learn.freeze()
     if channels_last: learn.to_channelslast()
     return learn
+
+# %% ../../nbs/21_vision.learner.ipynb #e3f85c28
+def show_mask_results(samples, preds, kinds, nrows=None, ncols=None, figsize=None, titles=None, alpha=0.5,
+                      cmap='tab20', **kwargs):
+    """Draw each decoded `(image, mask)` sample twice, with its target mask then its predicted mask `preds[i]` over
+    the image; `ncols` (even, default 2) columns. Returns the figure."""
+    import math
+    import matplotlib.pyplot as plt
+    masks = [torch.as_tensor(s[-1]) for s in samples]
+    preds = [torch.as_tensor(p) for p in preds]
+    vmax = max([1] + [int(m.max()) for m in masks + preds if m.numel()])
+    ncols = max(2, (ncols or 2) // 2 * 2)
+    nrows = max(nrows or 0, math.ceil(2 * len(samples) / ncols))
+    fig, axs = plt.subplots(nrows, ncols, figsize=figsize or (ncols * 2.5, nrows * 2.5), squeeze=False)
+    axs = axs.flatten()
+    for i, (s, mask, pred) in enumerate(zip(samples, masks, preds)):
+        for ax, m, what in ((axs[2 * i], mask, 'target'), (axs[2 * i + 1], pred, 'prediction')):
+            show_image(s[0], ax=ax, title=what if titles is None else f"{what}\n{titles[i]}")
+            ax.imshow(m.cpu().numpy(), alpha=alpha, cmap=cmap, vmin=0, vmax=vmax, interpolation='nearest', **kwargs)
+    for ax in axs[2 * len(samples):]: ax.axis('off')
+    fig.tight_layout()
+    return fig
+
+register_show_results('mask', show_mask_results)
 
 # %% ../../nbs/21_vision.learner.ipynb #a7c1e0f2
 from ..export import register_model_builder
