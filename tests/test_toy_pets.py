@@ -143,8 +143,7 @@ def test_a_folder_another_process_finished_meanwhile_is_kept(tmp_path, monkeypat
     assert sorted(p.name for p in tmp_path.iterdir()) == ['pets']  # our copy was removed
 
 
-@pytest.mark.parametrize('damage', ['no marker', 'garbled marker', 'file missing', 'trimap missing', 'older version',
-                                    'other seed', 'force'])
+@pytest.mark.parametrize('damage', ['no marker', 'garbled marker', 'file missing', 'other seed', 'force'])
 def test_incomplete_or_stale_folder_is_drawn_again(tmp_path, damage):
     root = toy_pets(tmp_path/'pets', n_per_breed=2)
     reference = _bytes(root)
@@ -152,11 +151,6 @@ def test_incomplete_or_stale_folder_is_drawn_again(tmp_path, damage):
     if damage == 'no marker': (root/'toy_pets.json').unlink()
     if damage == 'garbled marker': (root/'toy_pets.json').write_text('{"version": 1, "se')
     if damage == 'file missing': (root/'images'/'beagle_2.jpg').unlink()
-    if damage == 'trimap missing': (root/'annotations'/'trimaps'/'beagle_2.png').unlink()
-    if damage == 'older version':   # version 1 wrote the images only
-        shutil.rmtree(root/'annotations')
-        marker = json.loads((root/'toy_pets.json').read_text())
-        (root/'toy_pets.json').write_text(json.dumps({**marker, 'version': 1}))
     if damage == 'other seed': seed = 5
     if damage == 'force': force = True
     (root/'images'/'pug_1.jpg').write_bytes(b'left over from an older run')
@@ -166,6 +160,24 @@ def test_incomplete_or_stale_folder_is_drawn_again(tmp_path, damage):
     if seed == 42: assert _bytes(root) == reference
     else: assert (root/'images'/'pug_1.jpg').read_bytes() != reference['pug_1.jpg']
     assert sorted(p.name for p in tmp_path.iterdir()) == ['pets']  # no temporary folders left
+
+
+@pytest.mark.parametrize('damage', ['no annotations', 'trimap missing', 'point missing'])
+def test_missing_annotations_are_drawn_without_touching_the_images(tmp_path, damage):
+    root = toy_pets(tmp_path/'pets', n_per_breed=1)
+    stamps = {f.name: f.stat().st_mtime_ns for f in _files(root)}
+    annotations = {p.relative_to(root): p.read_bytes() for p in (root/'annotations').rglob('*.*')}
+    if damage == 'no annotations': shutil.rmtree(root/'annotations')   # a folder written before they existed
+    if damage == 'trimap missing': (root/'annotations'/'trimaps'/'pug_1.png').unlink()
+    if damage == 'point missing': (root/'annotations'/'points'/'pug_1.txt').unlink()
+    assert toy_pets(root, n_per_breed=1) == root
+    assert {f.name: f.stat().st_mtime_ns for f in _files(root)} == stamps
+    assert {p.relative_to(root): p.read_bytes() for p in (root/'annotations').rglob('*.*')} == annotations
+    assert sorted(p.name for p in root.iterdir()) == ['annotations', 'images', 'toy_pets.json']
+    assert json.loads((root/'toy_pets.json').read_text())['version'] == 1   # older minifasts still read the folder
+    (root/'annotations'/'points'/'notes.md').write_text('mine')
+    (root/'annotations'/'trimaps'/'pug_1.png').unlink()
+    with pytest.raises(FileExistsError, match='annotations/points/notes.md'): toy_pets(root, n_per_breed=1)
 
 
 def test_interrupted_generation_leaves_nothing_and_is_redone(tmp_path, monkeypatch):

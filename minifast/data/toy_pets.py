@@ -270,7 +270,7 @@ def toy_pet_annotations(breed: str, n: int, seed: int = 42):
     return trimap, (float(x), float(y))
 
 # %% ../../nbs/05_data.toy_pets.ipynb #78317498
-_VERSION = 2   # 2: with annotations/
+_VERSION = 1
 _MARKER = 'toy_pets.json'
 
 def _expected_marker(n_per_breed, seed):
@@ -284,12 +284,14 @@ def _is_complete(root: Path, n_per_breed, seed) -> bool:
     except ValueError: return False  # a truncated or garbled marker means: draw again
     expected = _expected_marker(n_per_breed, seed)
     if found != expected: return False
-    counts = [_count(images, '.jpg'), _count(root/'annotations'/'trimaps', '.png'),
-              _count(root/'annotations'/'points', '.txt')]
-    return counts == [expected['n_files']] * 3
+    return _count(images, '.jpg') == expected['n_files']
 
 def _count(folder: Path, suffix) -> int:
     return sum(1 for e in os.scandir(folder) if e.name.endswith(suffix)) if folder.is_dir() else 0
+
+def _has_annotations(root: Path, n_per_breed) -> bool:
+    n = len(PET_BREEDS)*n_per_breed
+    return all(_count(root/'annotations'/k, suffix) == n for k, suffix in _ANNOTATIONS.items())
 
 _ANNOTATIONS = {'trimaps': '.png', 'points': '.txt'}   # what toy_pets writes in annotations/
 
@@ -298,24 +300,35 @@ def _check_replaceable(root: Path):
     if not root.is_dir():
         raise FileExistsError(f'toy_pets: {root} exists and is not a folder; remove it or pass another `dest`.')
     foreign = [p.name for p in root.iterdir() if p.name not in ('images', 'annotations', _MARKER)]
-    if (root/'annotations').is_dir():
-        foreign += [f'annotations/{p.name}' for p in (root/'annotations').iterdir() if p.name not in _ANNOTATIONS]
-    for sub, suffix in [('images', '.jpg')] + [(f'annotations/{k}', v) for k, v in _ANNOTATIONS.items()]:
-        if (root/sub).is_dir():
-            foreign += [f'{sub}/{e.name}' for e in os.scandir(root/sub) if not e.name.endswith(suffix)]
+    if (root/'images').is_dir():
+        foreign += [f'images/{e.name}' for e in os.scandir(root/'images') if not e.name.endswith('.jpg')]
+    _refuse_foreign(root, foreign + _foreign_annotations(root))
+
+def _foreign_annotations(root: Path) -> list:
+    "The files in `root/annotations` that `toy_pets` did not write."
+    if not (root/'annotations').is_dir(): return []
+    foreign = [f'annotations/{p.name}' for p in (root/'annotations').iterdir() if p.name not in _ANNOTATIONS]
+    for sub, suffix in _ANNOTATIONS.items():
+        if (root/'annotations'/sub).is_dir():
+            foreign += [f'annotations/{sub}/{e.name}' for e in os.scandir(root/'annotations'/sub)
+                        if not e.name.endswith(suffix)]
+    return foreign
+
+def _refuse_foreign(root: Path, foreign: list):
     if foreign:
         names = ', '.join(sorted(foreign)[:5])
         raise FileExistsError(f'toy_pets: {root} holds files toy_pets did not write ({names}); '
                               'remove them or pass another `dest`.')
 
 # %% ../../nbs/05_data.toy_pets.ipynb #8edbec91
-def _draw_all(folder: Path, n_per_breed, seed):
-    images, trimaps, points = folder/'images', folder/'annotations'/'trimaps', folder/'annotations'/'points'
-    for d in (images, trimaps, points): d.mkdir(parents=True)
+def _draw_all(folder: Path, n_per_breed, seed, images=True):
+    "Draw every picture into `folder`: its `images/` (if `images`), its `annotations/`, then the marker."
+    trimaps, points = folder/'annotations'/'trimaps', folder/'annotations'/'points'
+    for d in ([folder/'images'] if images else []) + [trimaps, points]: d.mkdir(parents=True)
     def save(job):
         breed, n = job
         img, trimap, (x, y) = _draw(breed, n, seed)
-        img.save(images/f'{breed}_{n}.jpg', quality=90)
+        if images: img.save(folder/'images'/f'{breed}_{n}.jpg', quality=90)
         trimap.save(trimaps/f'{breed}_{n}.png')
         (points/f'{breed}_{n}.txt').write_text(f'{x:.2f} {y:.2f}\n')
     jobs = [(breed, n) for breed in PET_BREEDS for n in range(1, n_per_breed + 1)]
@@ -324,7 +337,22 @@ def _draw_all(folder: Path, n_per_breed, seed):
         for _ in pool.map(save, jobs): pass
     finally:
         pool.shutdown(cancel_futures=True)  # after an error or Ctrl-C, do not draw the rest
-    (folder/_MARKER).write_text(json.dumps(_expected_marker(n_per_breed, seed), indent=1))
+    if images: (folder/_MARKER).write_text(json.dumps(_expected_marker(n_per_breed, seed), indent=1))
+
+def _add_annotations(root: Path, n_per_breed, seed):
+    "Draw the `annotations/` of a complete folder written before they existed; its images stay as they are."
+    old = root/'annotations'
+    if old.exists():
+        _refuse_foreign(root, _foreign_annotations(root))
+        shutil.rmtree(old)
+    tmp = Path(tempfile.mkdtemp(prefix='.annotations.tmp-', dir=root))
+    try:
+        tmp.chmod(0o755)
+        _draw_all(tmp, n_per_breed, seed, images=False)
+        try: (tmp/'annotations').rename(old)
+        except OSError:  # another process put its annotations in place meanwhile: keep theirs
+            if not _has_annotations(root, n_per_breed): raise
+    finally: shutil.rmtree(tmp)
 
 def _move_into_place(tmp: Path, root: Path):
     old = None
@@ -355,7 +383,9 @@ def toy_pets(dest=None, n_per_breed: int = 40, seed: int = 42, force: bool = Fal
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ValueError(f'toy_pets: seed={seed!r} must be a whole number from 0.')
     root = Path(dest).expanduser() if dest is not None else _default_dest(n_per_breed, seed)
-    if not force and _is_complete(root, n_per_breed, seed): return root
+    if not force and _is_complete(root, n_per_breed, seed):
+        if not _has_annotations(root, n_per_breed): _add_annotations(root, n_per_breed, seed)
+        return root
     if root.exists(): _check_replaceable(root)
     root.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f'.{root.name}.tmp-', dir=root.parent))
