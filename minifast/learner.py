@@ -20,7 +20,7 @@ from .callback.core import (Callback, CancelBackwardException, CancelBatchExcept
                                     CancelFitException, CancelStepException, CancelTrainException,
                                     CancelValidException, StepState, TrainEvalCallback)
 from .callback.fp16 import MixedPrecision
-from .callback.preds import gather_preds, valid_stats
+from .callback.preds import gather_preds, show_results, valid_stats
 from .callback.progress import ProgressCallback
 from .callback.recorder import Recorder
 from .callback.schedule import (ParamScheduler, SchedCos, combine_scheds, flat_cos_scheds, lr_range,
@@ -395,6 +395,12 @@ class Learner(LearnerLoop):
     def tta(self, ds_idx=1, dl=None, n=4, beta=0.25, use_max=False):
         "Test-time augmentation: predictions averaged over `n` augmented passes, mixed with the plain one (`beta`)."
         return _tta(self, ds_idx=ds_idx, dl=dl, n=n, beta=beta, use_max=use_max)
+
+    def show_results(self, ds_idx=1, dl=None, max_n=9, nrows=None, ncols=None, figsize=None, **kwargs):
+        """Draw the first `max_n` items of `dl` (default: `self.dls[ds_idx]`) with their targets and the model's
+        predictions (titles `target/prediction`, red when wrong; masks side by side); returns the figure."""
+        dl = self.dls[ds_idx] if dl is None else dl
+        return show_results(self, dl, max_n=max_n, nrows=nrows, ncols=ncols, figsize=figsize, **kwargs)
 
     def predict(self, item):
         "Predict one item (e.g. an image file): `(decoded label, decoded index tensor, probabilities)`."

@@ -6,7 +6,7 @@
 __all__ = ['Metric', 'AvgMetric', 'accuracy', 'error_rate', 'top_k_accuracy', 'accuracy_multi', 'as_metric', 'Precision',
            'Recall', 'FBeta', 'F1Score', 'Jaccard', 'MatthewsCorrCoef', 'HammingLoss', 'PrecisionMulti', 'RecallMulti',
            'FBetaMulti', 'F1ScoreMulti', 'JaccardMulti', 'HammingLossMulti', 'MatthewsCorrCoefMulti', 'RocAuc',
-           'RocAucBinary', 'RocAucMulti']
+           'RocAucBinary', 'RocAucMulti', 'foreground_acc', 'Dice', 'JaccardCoeff', 'DiceMulti']
 
 # %% ../nbs/11_metrics.ipynb #c1a5748c
 import functools
@@ -444,3 +444,64 @@ class RocAucMulti(_AUCMetric):
     def _scores(self, pred, targ):
         scores = pred.sigmoid() if self.sigmoid else pred
         return scores.reshape(-1, scores.shape[-1]), targ.reshape(-1, targ.shape[-1]).bool()
+
+# %% ../nbs/11_metrics.ipynb #6b15297a
+def _seg_pair(pred: Tensor, targ: Tensor, axis: int, where: str):
+    "Predicted classes `pred.argmax(axis)` and `targ` with the same shape (a mask `(N, 1, H, W)` loses its 1)."
+    p = pred.argmax(dim=axis)
+    if targ.dim() == p.dim() + 1 and targ.shape[1] == 1: targ = targ.squeeze(1)
+    if p.shape != targ.shape:
+        raise ValueError(f"{where}: predictions {tuple(pred.shape)} with the classes on axis {axis} give masks of "
+                         f"shape {tuple(p.shape)}, but the target is {tuple(targ.shape)}.")
+    return p, targ
+
+def foreground_acc(inp: Tensor, targ: Tensor, bkg_idx: int = 0, axis: int = 1) -> Tensor:
+    "Accuracy of the pixels whose target is not the background class `bkg_idx` (nan when there is none)."
+    p, t = _seg_pair(inp, targ, axis, 'foreground_acc')
+    keep = t != bkg_idx
+    return (p[keep] == t[keep]).float().mean()
+
+class Dice(Metric):
+    "Dice coefficient of a two-class segmentation, `2 * |pred & targ| / (|pred| + |targ|)`, over the whole pass."
+    def __init__(self, axis: int = 1): self.axis = axis; self.reset()
+    def reset(self): self.inter, self.union = 0, 0
+
+    def accumulate(self, pred: Tensor, *yb: Tensor):
+        p, t = _seg_pair(pred, yb[0], self.axis, type(self).__name__)
+        p, t = p.reshape(-1).long(), t.reshape(-1).long()   # counts stay exact integers, summed on the device
+        self.inter = self.inter + (p * t).sum()
+        self.union = self.union + (p + t).sum()
+
+    @property
+    def value(self) -> float:
+        "The coefficient over every batch since `reset`; nan when neither predictions nor targets hold class 1."
+        inter, union = float(self.inter), float(self.union)
+        return 2. * inter / union if union > 0 else math.nan
+
+class JaccardCoeff(Dice):
+    "Jaccard coefficient (intersection over union) of a two-class segmentation, over the whole pass."
+    @property
+    def value(self) -> float:
+        inter, union = float(self.inter), float(self.union)
+        return inter / (union - inter) if union > 0 else math.nan
+
+class DiceMulti(Metric):
+    "Dice coefficient of each class, averaged over the classes present in the predictions or targets of the pass."
+    def __init__(self, axis: int = 1): self.axis = axis; self.reset()
+    def reset(self): self.inter, self.union = None, None
+
+    def accumulate(self, pred: Tensor, *yb: Tensor):
+        p, t = _seg_pair(pred, yb[0], self.axis, type(self).__name__)
+        n = pred.shape[self.axis]
+        p, t = p.reshape(-1), t.reshape(-1).long()
+        inter = torch.bincount(t[p == t], minlength=n)[:n]
+        union = torch.bincount(p, minlength=n)[:n] + torch.bincount(t.clamp(0, n - 1), minlength=n)[:n]
+        self.inter = inter if self.inter is None else self.inter + inter
+        self.union = union if self.union is None else self.union + union
+
+    @property
+    def value(self) -> float:
+        if self.inter is None: return math.nan
+        present = self.union > 0
+        if not bool(present.any()): return math.nan
+        return float((2. * self.inter[present].double() / self.union[present].double()).mean())

@@ -34,3 +34,27 @@ def colour_folder(tmp_path):
         (tmp_path/label).mkdir()
         for i in range(8): Image.new('RGB', (40, 30 + i), colour).save(tmp_path/label/f'{label}_{i}.jpg')
     return tmp_path
+
+
+def make_square_masks(folder, n=12, size=32, seed=0, bs=4):
+    """DataLoaders (CPU, no workers) of `n` images `size` px with one bright square on a dark noisy background, each
+    with its mask (a LongTensor, 1 on the square), without MaskBlock: validation is the last quarter."""
+    import numpy as np
+    import torch
+    from PIL import Image
+    from minifast.data.core import Datasets, DataLoaders
+    from minifast.vision.augment import Resize
+    from minifast.vision.core import IntToFloatTensor, PILImage, ToTensor
+    rng, masks = np.random.default_rng(seed), {}
+    for i in range(n):
+        img = rng.integers(0, 60, (size, size, 3)).astype(np.uint8)
+        s = int(rng.integers(size // 4, size // 2)); y, x = rng.integers(0, size - s, 2)
+        img[y:y + s, x:x + s] = 230
+        mask = torch.zeros(size, size, dtype=torch.long); mask[y:y + s, x:x + s] = 1
+        Image.fromarray(img).save(folder/f'{i}.png'); masks[f'{i}.png'] = mask
+    n_valid = n // 4
+    dsets = Datasets(sorted(folder.glob('*.png'), key=lambda p: int(p.stem)),
+                     [[PILImage.create], [lambda p: masks[p.name]]], splits=(range(n - n_valid), range(n - n_valid, n)),
+                     kinds=('image', 'mask'))
+    return DataLoaders.from_dsets(dsets, bs=bs, device='cpu', num_workers=0, seed=seed,
+                                  after_item=[[Resize(size), ToTensor()]], after_batch=[[IntToFloatTensor()]])

@@ -1,6 +1,7 @@
 """The built-in toy pets: names, determinism, caching on disk, image sizes, learnability."""
 import json
 import re
+import shutil
 
 import numpy as np
 import pytest
@@ -155,22 +156,41 @@ def test_incomplete_or_stale_folder_is_drawn_again(tmp_path, damage):
     (root/'images'/'pug_1.jpg').write_bytes(b'left over from an older run')
     assert toy_pets(root, n_per_breed=2, seed=seed, force=force) == root
     assert (root/'toy_pets.json').is_file() and len(_files(root)) == 74
+    for kind in ('trimaps', 'points'): assert len(list((root/'annotations'/kind).iterdir())) == 74
     if seed == 42: assert _bytes(root) == reference
     else: assert (root/'images'/'pug_1.jpg').read_bytes() != reference['pug_1.jpg']
     assert sorted(p.name for p in tmp_path.iterdir()) == ['pets']  # no temporary folders left
 
 
+@pytest.mark.parametrize('damage', ['no annotations', 'trimap missing', 'point missing'])
+def test_missing_annotations_are_drawn_without_touching_the_images(tmp_path, damage):
+    root = toy_pets(tmp_path/'pets', n_per_breed=1)
+    stamps = {f.name: f.stat().st_mtime_ns for f in _files(root)}
+    annotations = {p.relative_to(root): p.read_bytes() for p in (root/'annotations').rglob('*.*')}
+    if damage == 'no annotations': shutil.rmtree(root/'annotations')   # a folder written before they existed
+    if damage == 'trimap missing': (root/'annotations'/'trimaps'/'pug_1.png').unlink()
+    if damage == 'point missing': (root/'annotations'/'points'/'pug_1.txt').unlink()
+    assert toy_pets(root, n_per_breed=1) == root
+    assert {f.name: f.stat().st_mtime_ns for f in _files(root)} == stamps
+    assert {p.relative_to(root): p.read_bytes() for p in (root/'annotations').rglob('*.*')} == annotations
+    assert sorted(p.name for p in root.iterdir()) == ['annotations', 'images', 'toy_pets.json']
+    assert json.loads((root/'toy_pets.json').read_text())['version'] == 1   # older minifasts still read the folder
+    (root/'annotations'/'points'/'notes.md').write_text('mine')
+    (root/'annotations'/'trimaps'/'pug_1.png').unlink()
+    with pytest.raises(FileExistsError, match='annotations/points/notes.md'): toy_pets(root, n_per_breed=1)
+
+
 def test_interrupted_generation_leaves_nothing_and_is_redone(tmp_path, monkeypatch):
-    drawn, real_draw = [], tp.draw_toy_pet
+    drawn, real_draw = [], tp._draw   # what the folder writer calls: image, trimap and key point at once
     def flaky(breed, n, seed):
         drawn.append(breed)
         if len(drawn) == 10: raise KeyboardInterrupt
         return real_draw(breed, n, seed)
-    monkeypatch.setattr(tp, 'draw_toy_pet', flaky)
+    monkeypatch.setattr(tp, '_draw', flaky)
     with pytest.raises(KeyboardInterrupt): toy_pets(tmp_path/'pets', n_per_breed=4)
     assert list(tmp_path.iterdir()) == []
     assert len(drawn) < 37*4  # the rest was cancelled, not drawn in the background
-    monkeypatch.setattr(tp, 'draw_toy_pet', real_draw)
+    monkeypatch.setattr(tp, '_draw', real_draw)
     root = toy_pets(tmp_path/'pets', n_per_breed=4)
     assert len(_files(root)) == 148 and (root/'toy_pets.json').is_file()
 
@@ -179,6 +199,11 @@ def test_refuses_to_replace_a_folder_it_did_not_write(tmp_path):
     (tmp_path/'mine').mkdir()
     (tmp_path/'mine'/'thesis.tex').write_text('precious')
     with pytest.raises(FileExistsError, match='thesis.tex'): toy_pets(tmp_path/'mine', n_per_breed=1)
+    (tmp_path/'mine'/'thesis.tex').unlink()
+    (tmp_path/'mine'/'annotations'/'xmls').mkdir(parents=True)   # the real data set's head boxes: not ours
+    with pytest.raises(FileExistsError, match='annotations/xmls'): toy_pets(tmp_path/'mine', n_per_breed=1)
+    (tmp_path/'mine'/'annotations'/'xmls').rmdir()
+    (tmp_path/'mine'/'thesis.tex').write_text('precious')
     assert (tmp_path/'mine'/'thesis.tex').read_text() == 'precious'
     (tmp_path/'file').write_text('x')
     with pytest.raises(FileExistsError, match='not a folder'): toy_pets(tmp_path/'file', n_per_breed=1)
@@ -256,3 +281,54 @@ def test_learnable_by_a_linear_model_but_not_trivially(pets20):
     assert 3*chance < acc_logreg < 0.6      # learnable, far from solved by a linear model
     assert acc_centroid < 0.6
     assert acc_mean_colour < 0.15            # one pixel statistic does not solve it
+
+
+# ---------------------------------------------------------------- annotations
+
+def _annotations(root, name):
+    trimap = np.asarray(Image.open(root/'annotations'/'trimaps'/f'{name}.png'))
+    x, y = map(float, (root/'annotations'/'points'/f'{name}.txt').read_text().split())
+    return trimap, x, y
+
+
+def test_a_trimap_and_a_key_point_per_image_in_the_real_layout(pets20):
+    names = [f.stem for f in _files(pets20)]
+    assert sorted(p.stem for p in (pets20/'annotations'/'trimaps').glob('*.png')) == sorted(names)
+    assert sorted(p.stem for p in (pets20/'annotations'/'points').glob('*.txt')) == sorted(names)
+    on_pet = 0
+    for name in names[::5]:
+        with Image.open(pets20/'annotations'/'trimaps'/f'{name}.png') as t:
+            with Image.open(pets20/'images'/f'{name}.jpg') as im: assert t.mode == 'L' and t.size == im.size
+        trimap, x, y = _annotations(pets20, name)
+        assert set(np.unique(trimap)) <= {1, 2, 3} and {1, 2} <= set(np.unique(trimap))
+        h, w = trimap.shape
+        assert 0 <= x < w and 0 <= y < h
+        on_pet += trimap[int(y), int(x)] == 1
+    assert on_pet >= 0.9 * len(names[::5])   # the centre of a crescent (Bombay) lies off the pet
+
+
+def test_the_border_separates_pet_and_background(pets20):
+    for name in [f.stem for f in _files(pets20)][::7]:
+        trimap = _annotations(pets20, name)[0]
+        pet, bkg = trimap == 1, trimap == 2
+        vertical = (pet[1:] & bkg[:-1]) | (pet[:-1] & bkg[1:])
+        horizontal = (pet[:, 1:] & bkg[:, :-1]) | (pet[:, :-1] & bkg[:, 1:])
+        assert not vertical.any() and not horizontal.any(), name
+
+
+def test_the_trimap_covers_the_pet_in_the_picture(pets20):
+    "For the dark solid breeds the picture is dark where the trimap says pet, whatever the background."
+    for breed in ('Bombay', 'newfoundland', 'scottish_terrier'):
+        for n in (1, 2, 3):
+            trimap = _annotations(pets20, f'{breed}_{n}')[0]
+            img = np.asarray(Image.open(pets20/'images'/f'{breed}_{n}.jpg'), np.float32)
+            body = np.median(img[trimap == 1], axis=0)
+            assert (np.abs(body - tp._LOOKS[breed][1]) < 45).all(), (breed, n, body)
+
+
+def test_annotations_are_drawn_with_the_image_and_images_stay_the_same():
+    img, trimap, (x, y) = tp._draw('pug', 3, 42)
+    assert np.array_equal(np.asarray(img), np.asarray(draw_toy_pet('pug', 3)))
+    t2, (x2, y2) = tp.toy_pet_annotations('pug', 3)
+    assert np.array_equal(np.asarray(trimap), np.asarray(t2)) and (x, y) == (x2, y2)
+    with pytest.raises(ValueError, match='toy_pet_annotations: unknown breed'): tp.toy_pet_annotations('Dalmatian', 1)

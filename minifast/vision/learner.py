@@ -6,7 +6,8 @@
 __all__ = ['arch_families', 'resnet18', 'resnet34', 'resnet50', 'resnet101', 'resnet152', 'convnext_tiny', 'efficientnet_b0',
            'regnet_y_400mf', 'efficientnet_lite0', 'cnn_learner', 'ArchFamily', 'register_arch_family', 'Arch',
            'timm_arch', 'get_arch', 'AdaptiveConcatPool2d', 'SigmoidRange', 'create_head', 'num_features',
-           'create_vision_model', 'vision_splitter', 'vision_learner']
+           'create_vision_model', 'vision_splitter', 'vision_learner', 'create_unet_model', 'unet_learner',
+           'show_mask_results']
 
 # %% ../../nbs/21_vision.learner.ipynb #00fd92fd
 from pathlib import Path
@@ -18,8 +19,11 @@ from ..data.core import DataLoaders
 from ..data.transforms import Pipeline
 from ..learner import Learner
 from ..optimizer import Adam
-from .core import Normalize, imagenet_stats
+from ..callback.preds import register_show_results
+from .core import Normalize, imagenet_stats, show_image
+from ..losses import CrossEntropyLossFlat
 from .models import efficientnet_lite as lite0
+from .models.unet import DynamicUnet
 
 # %% ../../nbs/21_vision.learner.ipynb #7c08b721
 class ArchFamily:
@@ -303,6 +307,64 @@ def vision_learner(dls, arch, normalize=True, n_out=None, pretrained=True, weigh
 
 cnn_learner = vision_learner
 
+# %% ../../nbs/21_vision.learner.ipynb #56fc3aa5
+def create_unet_model(arch, n_out, img_size=(128, 128), pretrained=True, weights_path=None, cut=None, n_in=3,
+                      upsample='shuffle', y_range=None) -> DynamicUnet:
+    "A `DynamicUnet` over the body of `arch` (pretrained if asked), cut as in `Arch.body`, with `n_out` channels out."
+    arch = get_arch(arch)
+    body = arch.body(arch(pretrained=pretrained, weights_path=weights_path), cut)
+    return DynamicUnet(body, n_out, img_size=img_size, n_in=n_in, upsample=upsample, y_range=y_range)
+
+def unet_learner(dls, arch, normalize=True, n_out=None, pretrained=True, weights_path=None, loss_func=None,
+                 opt_func=Adam, lr=1e-3, splitter=None, cbs=None, metrics=None, path=None, model_dir='models',
+                 wd=None, wd_bn_bias=False, train_bn=True, moms=(0.95, 0.85, 0.95), cut=None, img_size=(128, 128),
+                 upsample='shuffle', y_range=None, channels_last=True):
+    """A `Learner` for segmentation: the pretrained body of `arch` with a U-Net decoder giving `n_out` (default: the
+    number of codes, `len(dls.vocab)`) scores per pixel, body frozen, loss `CrossEntropyLossFlat(axis=1)`.
+    `img_size` is the probe that finds the skip connections (any input size works afterwards); the other arguments
+    as in `vision_learner`."""
+    arch = get_arch(arch)
+    if n_out is None:
+        if dls.vocab is None:
+            raise ValueError("unet_learner: the data has no codes (dls.vocab) to count the classes from; pass n_out= "
+                             "(the number of classes in the masks) or MaskBlock(codes=...).")
+        n_out = len(dls.vocab)
+    cfg = dict(n_out=n_out, cut=cut, img_size=list(img_size) if not isinstance(img_size, int) else img_size,
+               upsample=upsample, y_range=list(y_range) if y_range is not None else None)
+    model = create_unet_model(arch, pretrained=pretrained, weights_path=weights_path, **cfg)
+    if normalize and pretrained: dls = _with_normalize(dls, arch.stats)
+    learn = Learner(dls, model, loss_func=loss_func if loss_func is not None else CrossEntropyLossFlat(axis=1),
+                    opt_func=opt_func, lr=lr, splitter=splitter or arch.splitter(model[0]), cbs=cbs, metrics=metrics,
+                    path=path, model_dir=model_dir, wd=wd, wd_bn_bias=wd_bn_bias, train_bn=train_bn, moms=moms)
+    if not callable(cut): learn.model_config = {'builder': 'unet', 'arch': arch.name, **cfg}
+    if pretrained: learn.freeze()
+    if channels_last: learn.to_channelslast()
+    return learn
+
+# %% ../../nbs/21_vision.learner.ipynb #e3f85c28
+def show_mask_results(samples, preds, kinds, nrows=None, ncols=None, figsize=None, titles=None, alpha=0.5,
+                      cmap='tab20', **kwargs):
+    """Draw each decoded `(image, mask)` sample twice, with its target mask then its predicted mask `preds[i]` over
+    the image; `ncols` (even, default 2) columns. Returns the figure."""
+    import math
+    import matplotlib.pyplot as plt
+    masks = [torch.as_tensor(s[-1]) for s in samples]
+    preds = [torch.as_tensor(p) for p in preds]
+    vmax = max([1] + [int(m.max()) for m in masks + preds if m.numel()])
+    ncols = max(2, (ncols or 2) // 2 * 2)
+    nrows = max(nrows or 0, math.ceil(2 * len(samples) / ncols))
+    fig, axs = plt.subplots(nrows, ncols, figsize=figsize or (ncols * 2.5, nrows * 2.5), squeeze=False)
+    axs = axs.flatten()
+    for i, (s, mask, pred) in enumerate(zip(samples, masks, preds)):
+        for ax, m, what in ((axs[2 * i], mask, 'target'), (axs[2 * i + 1], pred, 'prediction')):
+            show_image(s[0], ax=ax, title=what if titles is None else f"{what}\n{titles[i]}")
+            ax.imshow(m.cpu().numpy(), alpha=alpha, cmap=cmap, vmin=0, vmax=vmax, interpolation='nearest', **kwargs)
+    for ax in axs[2 * len(samples):]: ax.axis('off')
+    fig.tight_layout()
+    return fig
+
+register_show_results('mask', show_mask_results)
+
 # %% ../../nbs/21_vision.learner.ipynb #a7c1e0f2
 from ..export import register_model_builder
 
@@ -310,4 +372,10 @@ def _build_vision_model(cfg: dict):
     "Rebuild the model of an export file from its description (`learn.model_config`), without pretrained weights."
     return create_vision_model(pretrained=False, **{k: v for k, v in cfg.items() if k != 'builder'})
 
-register_model_builder('vision', _build_vision_model)  # how `load_learner` rebuilds what vision_learner built
+register_model_builder('vision', _build_vision_model)
+
+def _build_unet_model(cfg: dict):
+    "Rebuild the model of an export file written by `unet_learner`."
+    return create_unet_model(pretrained=False, **{k: v for k, v in cfg.items() if k != 'builder'})
+
+register_model_builder('unet', _build_unet_model)  # how `load_learner` rebuilds what vision_learner built

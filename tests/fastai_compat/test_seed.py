@@ -20,7 +20,7 @@ def _tiny_model():
 def _run(path, seed):
     "A fastbook-style run given no seed but `set_seed(seed)`: random split, crops, batch augmentation, shuffling."
     set_seed(seed)
-    dls = ImageDataLoaders.from_name_func(path, get_image_files(path), is_cat,
+    dls = ImageDataLoaders.from_name_func(path, get_image_files(path/'images'), is_cat,
                                           item_tfms=RandomResizedCrop(24, min_scale=0.5),
                                           batch_tfms=aug_transforms(size=24), bs=8, num_workers=0, device='cpu')
     xb, yb = dls.one_batch()
