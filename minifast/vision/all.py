@@ -36,6 +36,7 @@ import minifast.vision.cam as _vision_cam
 import minifast.callback.hook as _callback_hook
 import minifast.vision.models.xresnet as _vision_models_xresnet
 import minifast.layers as _layers
+import minifast.distributed as _distributed
 
 from ..core import *
 from ..data.transforms import *
@@ -67,6 +68,7 @@ from .cam import *
 from ..callback.hook import *
 from .models.xresnet import *
 from ..layers import *
+from ..distributed import *
 # The model module's own `efficientnet_lite0` is the function that builds the network; here that name is the `Arch`
 # of vision.learner (for vision_learner), so the module's names come one by one.
 from .models.efficientnet_lite import (
@@ -78,6 +80,7 @@ _modules = [_core, _data_transforms, _data_core, _data_block, _data_external, _d
             _vision_core, _vision_augment, _vision_augment_batch, _vision_data, _losses, _metrics, _optimizer,
             _callback_core, _callback_progress, _callback_schedule, _callback_fp16, _learner, _export,
             _vision_learner, _interpret, _callback_tracker, _callback_misc, _callback_tta,
-            _layers, _vision_models_xresnet, _callback_hook, _vision_cam, _callback_mixup, _vision_utils]
+            _layers, _vision_models_xresnet, _callback_hook, _vision_cam, _callback_mixup, _vision_utils,
+            _distributed]
 
 __all__ = sorted({name for m in _modules for name in m.__all__} | set(_lite0_names))
