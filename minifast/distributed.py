@@ -5,7 +5,8 @@
 # %% auto #0
 __all__ = ['rank_distrib', 'num_distrib', 'distrib_barrier', 'launched_by_torchrun', 'DistributedTrainer', 'distrib_ctx']
 
-# %% ../nbs/15c_distributed.ipynb #d7c3d16a
+# %% ../nbs/15c_distributed.ipynb #f5c76fd8
+import atexit
 import contextlib
 import datetime
 import os
@@ -18,7 +19,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from .callback.core import Callback
 
-# %% ../nbs/15c_distributed.ipynb #424decc6
+# %% ../nbs/15c_distributed.ipynb #1b451f0f
 def rank_distrib() -> int:
     "This process's rank in the process group; 0 when there is none."
     return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
@@ -35,7 +36,7 @@ def launched_by_torchrun() -> bool:
     "Whether `torchrun` started this process: it sets RANK, WORLD_SIZE, MASTER_ADDR and MASTER_PORT."
     return all(k in os.environ for k in ('RANK', 'WORLD_SIZE', 'MASTER_ADDR', 'MASTER_PORT'))
 
-# %% ../nbs/15c_distributed.ipynb #0d01fef4
+# %% ../nbs/15c_distributed.ipynb #0790d224
 def _interleave(chunks, keep):
     "Rows of the W same-shaped `chunks` taken in turn (row 0 of each, then row 1...), the first `keep` of them."
     return torch.stack(chunks, 1).flatten(0, 1)[:keep]
@@ -47,7 +48,7 @@ def _gather_rows(t, keep):
     dist.all_gather(chunks, t.contiguous())
     return _interleave(chunks, keep)
 
-# %% ../nbs/15c_distributed.ipynb #1b364321
+# %% ../nbs/15c_distributed.ipynb #8a87d0f9
 def _broadcast_buffers(model):
     "Send rank 0's buffers (BatchNorm's running statistics) to every rank."
     for b in model.buffers(): dist.broadcast(b.data, 0)
@@ -61,12 +62,13 @@ def _to_sync_bn(model):
         for parent, name, child in swaps: setattr(parent, name, child)
     return undo
 
-# %% ../nbs/15c_distributed.ipynb #94ac0f84
+# %% ../nbs/15c_distributed.ipynb #36b1af66
 def _trainable(model): return tuple(p.requires_grad for p in model.parameters())
 
 class DistributedTrainer(Callback):
     "Train with `DistributedDataParallel` and validate on shards, in step with the other ranks (see `distrib_ctx`)."
     order = 25
+    fit_only = True  # `validate` needs no DDP wrapper: its batches are gathered all the same
     def __init__(self, device_ids=None, **ddp_kwargs):
         self.device_ids, self.ddp_kwargs = device_ids, ddp_kwargs
         self.ddp, self._key, self._no_sync, self.module = None, None, None, None
@@ -128,7 +130,7 @@ class DistributedTrainer(Callback):
 
     def after_batch(self): self._leave_no_sync()
 
-# %% ../nbs/15c_distributed.ipynb #4276acd6
+# %% ../nbs/15c_distributed.ipynb #2a7a9b1d
 _warned_no_torchrun = False
 
 def _warn_no_torchrun():
@@ -138,6 +140,9 @@ def _warn_no_torchrun():
     warnings.warn("distrib_ctx: this process was not started by torchrun (no RANK/WORLD_SIZE in the environment), "
                   "so it trains alone, in one process. Launch with `torchrun --nproc_per_node N script.py` to "
                   "train on N processes.", stacklevel=3)
+
+def _leave_group():
+    if dist.is_initialized(): dist.destroy_process_group()
 
 def _agreed_seed(dls) -> int:
     "Rank 0's seed for the loaders' shuffling, sent to every rank (each would otherwise draw its own)."
@@ -178,8 +183,9 @@ def distrib_ctx(learn, cuda_id=None, sync_bn=True, timeout=600, **ddp_kwargs):
     device = torch.device('cuda', int(os.environ.get('LOCAL_RANK', 0)) if cuda_id is None else cuda_id) if cuda \
         else torch.device('cpu')
     if cuda: torch.cuda.set_device(device)
-    joined = not dist.is_initialized()
-    if joined: dist.init_process_group('nccl' if cuda else 'gloo', timeout=datetime.timedelta(seconds=timeout))
+    if not dist.is_initialized():  # joined once per process: torchrun's store does not take a second join
+        dist.init_process_group('nccl' if cuda else 'gloo', timeout=datetime.timedelta(seconds=timeout))
+        atexit.register(_leave_group)
     rank, world = dist.get_rank(), dist.get_world_size()
     old_dls, undo_bn = learn.dls, (lambda: None)
     cb = DistributedTrainer(device_ids=[device.index] if cuda else None, **ddp_kwargs)
@@ -200,4 +206,3 @@ def distrib_ctx(learn, cuda_id=None, sync_bn=True, timeout=600, **ddp_kwargs):
         learn.remove_cb(cb)
         learn.dls, learn.main_process = old_dls, True
         undo_bn()
-        if joined: dist.destroy_process_group()

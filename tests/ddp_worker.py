@@ -3,8 +3,10 @@ rank saw to OUT_DIR/rank{r}.json (shards, a hash of the final state, recorder va
 one process over the whole validation set after `distrib_ctx`)."""
 import hashlib
 import json
+import math
 import os
 import sys
+import warnings
 from pathlib import Path
 
 import torch
@@ -12,6 +14,7 @@ import torch
 from minifast.vision.all import (CSVLogger, EarlyStoppingCallback, F1Score, GradientAccumulation, ImageDataLoaders,
                                  Learner, Resize, SaveModelCallback, accuracy, error_rate, get_image_files, resnet18,
                                  toy_pets, vision_learner)
+from minifast.callback.core import Callback
 from minifast.distributed import num_distrib, rank_distrib
 from minifast.test_utils import synth_dls, synth_mlp
 
@@ -30,6 +33,14 @@ def shard_items(dl):
     return [rows[tuple(x.tolist())] for b in dl.new(drop_last=False) for x in b[0]]
 
 
+class InfiniteLossOnRank1(Callback):
+    "Make the loss of training batch 2 infinite on rank 1 only (the gradients stay finite)."
+    order = 15   # before StepGuard (20) looks at the loss
+    def after_loss(self):
+        if self.learn.training and self.learn.iter == 2 and rank_distrib() == 1:
+            self.learn.loss = self.learn.loss + math.inf
+
+
 def synth(out):
     rank = int(os.environ['RANK'])
     learn = Learner(synth_dls(n=264, n_valid=61, bs=16), synth_mlp(seed=rank), lr=1e-2, path=out,
@@ -42,6 +53,10 @@ def synth(out):
         learn.to_bf16()
         learn.fit(1, 1e-3, cbs=GradientAccumulation(32))   # bs 16: every other batch under no_sync
         learn.to_fp32()
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore')
+            learn.fit(1, 1e-3, cbs=InfiniteLossOnRank1())   # finite gradients: only rank 1's StepGuard sees it
+        res['skipped'] = learn.recorder.skipped_steps
         learn.fit_one_cycle(3, 1e-2, cbs=[saver, EarlyStoppingCallback(patience=5)])
         res['values'], res['best_epoch'] = learn.recorder.values, saver.best_epoch   # the best epoch's weights are back
         res['validate'] = learn.validate()
@@ -60,8 +75,8 @@ def vision(out):
                                           valid_pct=0.3, seed=0, item_tfms=Resize(32), bs=4, device='cpu')
     learn = vision_learner(dls, resnet18, pretrained=False, metrics=error_rate, path=out)
     res = {}
-    with learn.distrib_ctx():
-        res['lr'] = learn.lr_find(num_it=6, show_plot=False).valley
+    with learn.distrib_ctx(): res['lr'] = learn.lr_find(num_it=6, show_plot=False).valley
+    with learn.distrib_ctx():   # a second context reuses the process group
         learn.fine_tune(1, 1e-3)
         res['values'] = learn.recorder.values[-1]
         res['export'] = learn.export('export.pkl') is not None

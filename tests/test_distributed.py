@@ -61,43 +61,36 @@ def vision_run(tmp_path_factory):
     return (*ranks('vision', out), out)
 
 
-def test_two_processes_join_one_group(synth_run):
-    (r0, r1), _, _ = synth_run
+def test_two_ranks_train_as_one_process_would(synth_run):
+    "One test per torchrun run: pytest-xdist would start a module fixture once per worker."
+    (r0, r1), proc, out = synth_run
     assert (r0['world'], r1['world']) == ([0, 2], [1, 2])
-
-
-def test_each_rank_reads_its_own_shard_and_together_they_cover_the_training_set(synth_run):
-    (r0, r1), _, _ = synth_run
+    # each rank reads its own shard; together they cover the training set
     n_train = 264 - 61   # odd: the sampler pads one rank's shard with one repeated item, as DDP needs equal shards
     assert len(r0['shard']) == len(r1['shard']) == math.ceil(n_train / 2)
     assert set(r0['shard']) | set(r1['shard']) == set(range(n_train))
     assert len(set(r0['shard']) & set(r1['shard'])) == 1
     assert r0['n_batches'] == r1['n_batches'] == math.ceil(n_train / 2) // 16   # drop_last, per rank
-
-
-def test_every_rank_ends_with_the_same_weights(synth_run, vision_run):
-    for (r0, r1), _, _ in (synth_run, vision_run): assert r0['hash'] == r1['hash']
-
-
-def test_metrics_equal_one_process_validating_the_whole_set_with_the_same_weights(synth_run):
-    (r0, r1), _, _ = synth_run
+    # every rank ends with the same weights (DDP started from rank 0's, though each rank built its own)
+    assert r0['hash'] == r1['hash']
+    # the metrics equal one process validating the whole set with the same weights
     for r in (r0, r1):
         assert r['validate'] == pytest.approx(r['ref_validate'], rel=1e-6)
         assert r['values'][r['best_epoch']][1:] == pytest.approx(r['ref_validate'], rel=1e-6)  # its weights are back
         assert r['preds_close']   # get_preds gathers the ranks' predictions in dataset order
     assert r0['values'] == r1['values']   # the same table on both: early stopping and the trackers agree
-
-
-def test_rank_0_alone_prints_the_table_and_writes_the_log_and_the_files(synth_run):
-    (r0, r1), proc, out = synth_run
+    # a step with an infinite loss on rank 1 only is skipped on both (else the weights would differ)
+    assert r0['skipped'] == r1['skipped'] == [1]
+    # rank 0 alone prints the table and writes the log and the files
     assert (r0['saved'], r1['saved']) == (True, False)
-    assert sum(line.startswith('epoch ') for line in proc.stdout.splitlines()) == 2   # a header per fit, not per rank
+    assert sum(line.startswith('epoch ') for line in proc.stdout.splitlines()) == 3   # a header per fit, not per rank
     rows = (out/'history.csv').read_text().splitlines()
-    assert len(rows) == 1 + 3 and rows[0].startswith('epoch,train_loss,valid_loss,accuracy')
+    assert len(rows) == 1 + 3 and rows[0].startswith('epoch,train_loss,valid_loss,accuracy')   # the last fit's
 
 
 def test_fine_tune_and_lr_find_run_in_step_with_one_export(vision_run):
     (r0, r1), _, out = vision_run
+    assert r0['hash'] == r1['hash']
     assert r0['lr'] == r1['lr'] and r0['lr'] > 0   # both ranks searched in lockstep on the same mean losses
     assert r0['values'] == r1['values']
     assert r0['values'][1:] == pytest.approx(r0['ref_validate'], rel=1e-5)
@@ -133,3 +126,25 @@ def test_a_shard_that_is_not_rank_and_world_size_is_refused():
 def test_gathered_rows_come_back_in_dataset_order():
     chunks = [torch.tensor([0, 3, 6]), torch.tensor([1, 4, 7]), torch.tensor([2, 5, 8])]   # ranks 0, 1, 2
     assert distributed._interleave(chunks, 8).tolist() == list(range(8))   # the 9th row was padding
+
+
+def test_on_ranks_other_than_0_the_rank0_only_callbacks_do_not_run(tmp_path, capsys):
+    from minifast.callback.misc import CSVLogger
+    learn = Learner(synth_dls(n=64, n_valid=16), synth_mlp(seed=0), lr=1e-2, path=tmp_path, cbs=CSVLogger())
+    learn.main_process = False   # what distrib_ctx sets on rank 1, 2...
+    learn.fit(1)
+    assert 'valid_loss' not in capsys.readouterr().out and not (tmp_path/'history.csv').exists()
+    assert len(learn.recorder.values) == 1   # the others run
+    learn.main_process = True
+    learn.fit(1)
+    assert 'valid_loss' in capsys.readouterr().out and (tmp_path/'history.csv').exists()
+
+
+def test_only_rank_0_writes_checkpoints_and_exports(tmp_path, monkeypatch):
+    import minifast.learner
+    learn = Learner(synth_dls(n=64, n_valid=16), synth_mlp(seed=0), path=tmp_path)
+    monkeypatch.setattr(minifast.learner, 'rank_distrib', lambda: 1)
+    assert learn.save('model') is None and learn.export() is None
+    assert list(tmp_path.rglob('*.pth')) == [] and list(tmp_path.rglob('*.pkl')) == []
+    monkeypatch.setattr(minifast.learner, 'rank_distrib', lambda: 0)
+    assert learn.save('model').exists()
