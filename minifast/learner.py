@@ -28,6 +28,8 @@ from .callback.schedule import (ParamScheduler, SchedCos, combine_scheds, flat_c
 from .callback.schedule import lr_find as _lr_find
 from .callback.tracker import StepGuard
 from .callback.tta import tta as _tta
+from .distributed import distrib_barrier, rank_distrib
+from .distributed import distrib_ctx as _distrib_ctx
 from .export import (_check_state_fits, _read_weights, atomic_torch_save,
                              export_learner, is_channels_last, read_export)
 import minifast.losses  # noqa: F401  (registers each target kind's default loss, which dls.loss_func reads)
@@ -60,6 +62,20 @@ class LearnerLoop:
         self.loss = self.pred = None
         self.xb, self.yb = (), ()
         self.step_state = StepState()  # shared by the callbacks of one training step
+        self._main_process = True
+
+    @property
+    def main_process(self) -> bool:
+        "False on the ranks other than 0 of `distrib_ctx`: there the `rank0_only` callbacks (table, log) do not run."
+        return self._main_process
+
+    @main_process.setter
+    def main_process(self, value):
+        self._main_process = bool(value)
+        self._sort_cbs()
+
+    def _sort_cbs(self):
+        self._sorted = sorted((c for c in self.cbs if self._main_process or not c.rank0_only), key=lambda c: c.order)
 
     def add_cb(self, cb):
         "Add a callback (an instance, or a class to instantiate); it is also reachable as `learn.<cb.name>`."
@@ -72,7 +88,7 @@ class LearnerLoop:
         cb.learn = self
         setattr(self, cb.name, cb)
         self.cbs.append(cb)
-        self._sorted = sorted(self.cbs, key=lambda c: c.order)
+        self._sort_cbs()
         return self
 
     def add_cbs(self, cbs):
@@ -86,7 +102,7 @@ class LearnerLoop:
             self.cbs.remove(c)
             if getattr(self, c.name, None) is c: delattr(self, c.name)
             c.learn = None
-        self._sorted = sorted(self.cbs, key=lambda c: c.order)
+        self._sort_cbs()
         return self
 
     def remove_cbs(self, cbs):
@@ -302,6 +318,11 @@ class Learner(LearnerLoop):
         return _lr_find(self, start_lr, end_lr, num_it, stop_div=stop_div, show_plot=show_plot,
                         suggest_funcs=suggest_funcs)
 
+    def distrib_ctx(self, cuda_id=None, sync_bn=True, timeout=600, **ddp_kwargs):
+        """A context in which `fit`, `fine_tune`, `lr_find`, `get_preds`... run data-parallel on the processes
+        `torchrun` started (in one process, with a warning, without torchrun); see `minifast.distributed`."""
+        return _distrib_ctx(self, cuda_id=cuda_id, sync_bn=sync_bn, timeout=timeout, **ddp_kwargs)
+
     @contextlib.contextmanager
     def no_bar(self):
         "Train without progress bar and results table for the duration of a `with` block."
@@ -423,7 +444,8 @@ class Learner(LearnerLoop):
         return file if file.is_absolute() else self.path / self.model_dir / file
 
     def save(self, file, with_opt=True):
-        "Save the model's weights (and the optimiser state) to `path/model_dir/file.pth`, atomically."
+        "Save the model's weights (and the optimiser state) to `path/model_dir/file.pth`, atomically (rank 0 only)."
+        if rank_distrib(): return None  # every rank holds the same weights: rank 0 writes them
         state = {'model': self.model.state_dict()}
         if with_opt and self.opt is not None: state['opt'] = self.opt.state_dict()
         return atomic_torch_save(state, self._model_path(file))
@@ -432,6 +454,7 @@ class Learner(LearnerLoop):
         """Load weights (and optimiser state) saved by `save`, with `weights_only=True` (no code is run).
         As in fastai, the learner has an optimiser afterwards (a fresh one when there was none and `with_opt=False`)."""
         path = self._model_path(file)
+        distrib_barrier()  # in distrib_ctx: after rank 0 has written the file
         state = _read_weights(path, file, device or self.device)
         _check_state_fits(self.model, state['model'], path, strict)  # before anything changes: no half-loaded model
         if self.opt is None: self.create_opt()
@@ -441,7 +464,8 @@ class Learner(LearnerLoop):
         return self
 
     def export(self, fname='export.pkl', pickle_model=False):
-        "Write the weights and a JSON description (model, vocab, transforms) to `path/fname`; no code is pickled."
+        "Write the weights and a JSON description (model, vocab, transforms) to `path/fname` (rank 0 only); no pickle."
+        if rank_distrib(): return None
         path = Path(fname) if Path(fname).is_absolute() else self.path / fname
         return export_learner(self, path, pickle_model=pickle_model)
 

@@ -45,6 +45,7 @@ class Callback:
     skips_bad_steps = False  # it skips the steps with non-finite gradients itself (a gradient scaler)
     skips_validation = False  # it cancels every validation (lr_find): the Recorder keeps no validation columns
     fit_only = False  # True: its before_fit/after_fit prepare and end training, `validate` does not send them
+    rank0_only = False  # True: it shows or writes the results (table, log), so only rank 0 of `distrib_ctx` runs it
 
     @property
     def name(self) -> str:

@@ -20,6 +20,7 @@ class CSVLogger(Callback):
     "Write each epoch's results (the table's columns) to the CSV file `learn.path/fname`; `append` keeps earlier rows."
     order = 60
     fit_only = True  # its before_fit/after_fit belong to training: `validate` does not send them
+    rank0_only = True  # one writer of the file under `distrib_ctx`
     def __init__(self, fname='history.csv', append=False):
         self.fname, self.append = Path(fname), append
         self._file, self.path = None, None  # `path` is known once the callback belongs to a learner
@@ -60,6 +61,7 @@ class ShowGraphCallback(Callback):
     "Plot the training and validation losses after each epoch (updated in place in a notebook, kept in `.fig`)."
     order = 65
     fit_only = True  # its before_fit/after_fit belong to training: `validate` does not send them
+    rank0_only = True
     def before_fit(self):
         self.run = not any_cb(self.learn.cbs, 'expects_divergence')  # no graph of lr_find's search
         self.fig, self._handle = None, None
@@ -103,6 +105,10 @@ class GradientAccumulation(Callback):
     def _bs(self):
         y = self.learn.yb[0] if self.learn.yb else self.learn.xb[0]
         return y.shape[0] if y.dim() > 0 else 1
+
+    def will_step(self, bs) -> bool:
+        "Whether a batch of `bs` items ends an accumulation (DDP exchanges gradients only for those: `no_sync`)."
+        return self.count + bs >= self.n_acc
 
     def before_backward(self):
         self.learn.loss_grad = self.learn.loss_grad * (self._bs() / self.n_acc)

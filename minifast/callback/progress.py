@@ -44,6 +44,7 @@ def _fmt(v):
 # %% ../../nbs/14_callback.progress.ipynb #db0b2739
 class ProgressCallback(Callback):
     "Show a progress bar while training and validating, and a row of results after each epoch."
+    rank0_only = True  # one table, not one per process, under `distrib_ctx`
     order = 70  # after the Recorder has computed the epoch's results
     fit_only = True  # its before_fit/after_fit belong to training: `validate` does not send them
     def __init__(self, show_bar=True, show_table=True, refresh_s=0.5):

@@ -11,6 +11,7 @@ import os
 
 import torch
 from torch.utils.data import DataLoader as TorchDataLoader
+from torch.utils.data import DistributedSampler
 from fastcore.foundation import L
 
 from ..core import default_device, listify, to_device
@@ -204,8 +205,10 @@ class DataLoader:
     "Batches of `dataset`: item pipelines on the CPU (in workers), collation, then batch pipelines on `device`."
     def __init__(self, dataset, bs=64, shuffle=False, drop_last=False, num_workers=None, device=None,
                  after_item=None, after_batch=None, seed=None, pin_memory=None, persistent_workers=True,
-                 split_idx=None):
+                 split_idx=None, shard=None):
         if bs < 1: raise ValueError(f"DataLoader: bs={bs} must be at least 1.")
+        if shard is not None and not (len(shard) == 2 and 0 <= shard[0] < shard[1]):
+            raise ValueError(f"DataLoader: shard={shard!r} must be (rank, world_size) with 0 <= rank < world_size.")
         self.dataset, self.bs, self.shuffle, self.drop_last = dataset, bs, shuffle, drop_last
         self.num_workers = default_num_workers() if num_workers is None else num_workers
         self.device = torch.device(device) if device is not None else default_device()
@@ -217,6 +220,7 @@ class DataLoader:
         self.generator = torch.Generator().manual_seed(seed if seed is not None else _random_seed())
         self.pin_memory = pin_memory
         self.persistent_workers = persistent_workers
+        self.shard, self.epoch = shard, 0  # (rank, world_size): this rank's part of each epoch (distrib_ctx)
         self._torch_dl = None
 
     @staticmethod
@@ -247,8 +251,12 @@ class DataLoader:
         pin = self.pin_memory if self.pin_memory is not None else self.device.type == 'cuda'
         workers = self.num_workers
         stage = _ItemStage(self.dataset, self.after_item, self.split_idx, self.kinds)
-        return TorchDataLoader(stage, batch_size=self.bs, collate_fn=stage.collate,
-                               shuffle=self.shuffle, drop_last=self._drop_last, num_workers=workers,
+        sampler = None
+        if self.shard is not None:  # rank r of W: items r, r+W... of the epoch's permutation (seed + epoch), padded
+            sampler = DistributedSampler(stage, num_replicas=self.shard[1], rank=self.shard[0], shuffle=self.shuffle,
+                                         seed=self.seed if self.seed is not None else 0, drop_last=False)
+        return TorchDataLoader(stage, batch_size=self.bs, collate_fn=stage.collate, sampler=sampler,
+                               shuffle=self.shuffle and sampler is None, drop_last=self._drop_last, num_workers=workers,
                                pin_memory=pin, generator=self.generator,
                                worker_init_fn=_seed_worker if workers else None,
                                persistent_workers=self.persistent_workers and workers > 0)
@@ -258,15 +266,25 @@ class DataLoader:
                                                     "Check get_items and the splitter.")
 
     @property
+    def _n_items(self) -> int:
+        "The number of items an epoch reads: all of them, or this rank's shard (equal on every rank)."
+        return len(self.dataset) if self.shard is None else -(-len(self.dataset) // self.shard[1])
+
+    @property
     def _drop_last(self):
         "Drop the incomplete last batch, except when it is the only batch (a data set smaller than `bs`)."
-        return self.drop_last and len(self.dataset) >= self.bs
+        return self.drop_last and self._n_items >= self.bs
+
+    def set_epoch(self, epoch: int):
+        "Read the shard of epoch `epoch`'s permutation next (each iteration otherwise moves on by one epoch)."
+        self.epoch = epoch
 
     def _seed(self) -> int: return int(torch.randint(2**62, (1,), generator=self.generator))
 
     def __iter__(self):
         self._check_size()
         if self._torch_dl is None: self._torch_dl = self._make_torch_dl()
+        if self.shard is not None: self._torch_dl.sampler.set_epoch(self.epoch); self.epoch += 1
         if self.num_workers == 0:  # items built in this process: reseed the item generator each epoch from ours
             self._torch_dl.dataset.generator.manual_seed(self._seed())
         batch_gen = self._batch_generator()
@@ -284,7 +302,7 @@ class DataLoader:
         return apply_pipelines(self.after_batch, b, self.kinds, self.split_idx, generator)
 
     def __len__(self):
-        n = len(self.dataset)
+        n = self._n_items
         return n // self.bs if self._drop_last else -(-n // self.bs)
 
     def make_batch(self, idxs, generator=None):
@@ -308,7 +326,7 @@ class DataLoader:
         args = dict(dataset=self.dataset, bs=self.bs, shuffle=self.shuffle, drop_last=self.drop_last,
                     num_workers=self.num_workers, device=self.device, after_item=self.after_item,
                     after_batch=self.after_batch, seed=self.seed, pin_memory=self.pin_memory,
-                    persistent_workers=self.persistent_workers, split_idx=self.split_idx)
+                    persistent_workers=self.persistent_workers, split_idx=self.split_idx, shard=self.shard)
         if dataset is not None:
             args.update(dataset=dataset, split_idx=getattr(dataset, 'split_idx', self.split_idx))
         args.update(kwargs)

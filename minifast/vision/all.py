@@ -40,6 +40,7 @@ import minifast.vision.models.xresnet as _vision_models_xresnet
 import minifast.vision.models.unet as _vision_models_unet
 import minifast.callback.preds as _callback_preds
 import minifast.layers as _layers
+import minifast.distributed as _distributed
 
 from ..core import *
 from ..data.transforms import *
@@ -75,6 +76,7 @@ from .models.xresnet import *
 from .models.unet import *
 from ..callback.preds import *
 from ..layers import *
+from ..distributed import *
 # The model module's own `efficientnet_lite0` is the function that builds the network; here that name is the `Arch`
 # of vision.learner (for vision_learner), so the module's names come one by one.
 from .models.efficientnet_lite import (
@@ -87,6 +89,6 @@ _modules = [_core, _data_transforms, _data_core, _data_block, _data_external, _d
             _callback_core, _callback_progress, _callback_schedule, _callback_fp16, _learner, _export,
             _vision_learner, _interpret, _callback_tracker, _callback_misc, _callback_tta,
             _layers, _vision_models_xresnet, _callback_hook, _vision_cam, _callback_mixup, _vision_utils,
-            _data_follow, _vision_targets, _vision_models_unet, _callback_preds]
+            _data_follow, _vision_targets, _vision_models_unet, _callback_preds, _distributed]
 
 __all__ = sorted({name for m in _modules for name in m.__all__} | set(_lite0_names))
