@@ -257,7 +257,7 @@ class Learner(LearnerLoop):
         `load(checkpoint, with_opt=True)`, the run the checkpoint came from continues exactly."""
         if n_epoch < 0: raise ValueError(f"fit: n_epoch={n_epoch} must be >= 0.")
         if not 0 <= start_epoch <= n_epoch:
-            raise ValueError(f"fit: start_epoch={start_epoch} must be from 0 to n_epoch={n_epoch} (the epochs to skip).")
+            raise ValueError(f"fit: start_epoch={start_epoch} must be from 0 to n_epoch={n_epoch}.")
         with self.added_cbs(cbs):
             if reset_opt or self.opt is None: self.create_opt()
             self.opt.set_hyper('lr', lr_range(self.lr if lr is None else lr, len(self.opt.hypers)))

@@ -45,7 +45,7 @@ def _loaders(learn): return [dl for dl in getattr(learn.dls, 'loaders', ()) if h
 def _has(cb, method): return callable(getattr(type(cb), method, None))  # not the learner's, through __getattr__
 
 def resume_state(learn) -> dict:
-    "What `fit(start_epoch=learn.epoch + 1)` needs besides weights and optimiser: the epoch, random and callback states."
+    "What `fit(start_epoch=learn.epoch + 1)` needs beyond weights and optimiser: the epoch, random and callback states."
     return {'epoch': learn.epoch, 'n_epoch': learn.n_epoch, 'rng': rng_states(_loaders(learn)),
             'callbacks': {cb.name: cb.state_dict() for cb in learn.cbs if _has(cb, 'state_dict')}}
 
@@ -58,8 +58,9 @@ def restore_resume_state(learn, state):
                       "optimiser state are loaded; its random states and the Recorder's rows are not.", stacklevel=2)
         return
     set_rng_states(state['rng'], _loaders(learn))
+    saved = state['callbacks']
     for cb in learn.cbs:
-        if cb.name in state['callbacks'] and _has(cb, 'load_state_dict'): cb.load_state_dict(state['callbacks'][cb.name])
+        if cb.name in saved and _has(cb, 'load_state_dict'): cb.load_state_dict(saved[cb.name])
 
 # %% ../../nbs/19f_callback.resume.ipynb #385b71a9
 def _problem(path):
