@@ -179,3 +179,18 @@ def test_a_checkpoint_is_written_atomically_and_one_cut_short_is_refused_with_it
     learn.save('weights_only_ck_5', with_opt=False)
     assert last_checkpoint(models, 'weights_only_ck', print_fn=said.append) is None
     assert 'no resume state (saved with with_opt=False)' in said[-1]
+
+
+def test_with_worker_processes_a_resume_is_exact_unless_they_persist(tmp_path, single_thread):
+    def make(persistent):
+        torch.manual_seed(0)
+        learn = _learner(tmp_path)
+        learn.dls = learn.dls.new(num_workers=1, persistent_workers=persistent)
+        return learn
+    full = make(False)
+    full.fit(3, 1e-2, cbs=SaveModelCallback(every_epoch=True, with_opt=True, fname='ck'))
+    resumed = make(False).load('ck_1', with_opt=True)
+    resumed.fit(3, 1e-2, start_epoch=2)
+    assert _max_diff(full.model.state_dict(), resumed.model.state_dict()) == 0
+    persistent = make(True).load('ck_1', with_opt=True)
+    with pytest.warns(UserWarning, match='persistent_workers=False'): persistent.fit(3, 1e-2, start_epoch=2)
