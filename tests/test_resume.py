@@ -194,3 +194,12 @@ def test_with_worker_processes_a_resume_is_exact_unless_they_persist(tmp_path, s
     assert _max_diff(full.model.state_dict(), resumed.model.state_dict()) == 0
     persistent = make(True).load('ck_1', with_opt=True)
     with pytest.warns(UserWarning, match='persistent_workers=False'): persistent.fit(3, 1e-2, start_epoch=2)
+
+
+def test_a_learner_never_fitted_saves_and_loads_with_its_optimiser(tmp_path):
+    learn = _learner(tmp_path)
+    learn.create_opt()
+    learn.save('fresh')  # the Recorder has no rows yet: its state is empty, not missing
+    state = torch.load(tmp_path/'models'/'fresh.pth', weights_only=True)
+    assert state['resume']['callbacks']['recorder']['values'] == []
+    learn.load('fresh', with_opt=True)

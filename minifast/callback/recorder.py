@@ -62,6 +62,7 @@ class Recorder(Callback):
         self.values, self.lrs, self.moms, self._losses, self.iters, self.hps = [], [], [], [], [], {}
         self.metrics, self._train_mets, self._with_valid, self.log = [], [], valid_metrics, []
         self.epoch_logged, self._in_epoch = False, False
+        self.skipped_steps, self._smooth, self._n_bad, self._count = [], None, None, 0  # `state_dict` before a fit
         self.extra_columns = {}  # name -> function giving a value at the end of each epoch, added by other callbacks
 
     def add_column(self, name, fn):
