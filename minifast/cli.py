@@ -158,11 +158,13 @@ def _is_main_process() -> bool:
     "Whether this process writes the outputs: always, except the ranks other than 0 under torchrun."
     return int(os.environ.get('RANK', '0')) == 0
 
-def _rows_of(path):
-    "The Recorder's rows saved in the checkpoint `path`, or [] when it cannot be read."
+def _rows_of(path, print_fn):
+    "The Recorder's rows saved in the checkpoint `path` of a finished phase, or [] (and a note) if it cannot be read."
     import torch
     try: return torch.load(path, map_location='cpu', weights_only=True)['resume']['callbacks']['recorder']['values']
-    except Exception: return []
+    except Exception as e:
+        print_fn(f"results.json lacks the rows of the phase of {path}, which cannot be read ({e!r:.80}).")
+        return []
 
 def _fit_phases(learn, phases, ckdir, resume, print_fn):
     "Run `phases`, each checkpointed per epoch in `ckdir`; with `resume`, from the last good checkpoint there."
@@ -179,7 +181,7 @@ def _fit_phases(learn, phases, ckdir, resume, print_fn):
     with _train_ctx(learn):
         for i, (name, n_epoch, prepare, kwargs) in enumerate(phases):
             if i < start[0]:
-                rows = _rows_of(ckdir/f'{name}_{n_epoch - 1}.pth')
+                rows = _rows_of(ckdir/f'{name}_{n_epoch - 1}.pth', print_fn)
             else:
                 prepare()
                 if i == start[0] and found is not None: learn.load(found[2], with_opt=True)

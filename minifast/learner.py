@@ -433,8 +433,9 @@ class Learner(LearnerLoop):
         return atomic_torch_save(state, self._model_path(file))
 
     def load(self, file, device=None, with_opt=True, strict=True):
-        """Load weights (and optimiser state) saved by `save`, with `weights_only=True` (no code is run).
-        As in fastai, the learner has an optimiser afterwards (a fresh one when there was none and `with_opt=False`)."""
+        """Load weights (and optimiser state) saved by `save`, with `weights_only=True` (no code is run); `with_opt`
+        also keeps the checkpoint's resume state for the next `fit(start_epoch=...)`. As in fastai, the learner has
+        an optimiser afterwards (a fresh one when there was none and `with_opt=False`)."""
         path = self._model_path(file)
         state = _read_weights(path, file, device or self.device)
         _check_state_fits(self.model, state['model'], path, strict)  # before anything changes: no half-loaded model
