@@ -26,6 +26,7 @@ from .callback.recorder import Recorder
 from .callback.schedule import (ParamScheduler, SchedCos, combine_scheds, flat_cos_scheds, lr_range,
                                        one_cycle_scheds, valley)
 from .callback.schedule import lr_find as _lr_find
+from .callback.resume import restore_resume_state, resume_state
 from .callback.tracker import StepGuard
 from .callback.tta import tta as _tta
 from .distributed import distrib_barrier, rank_distrib
@@ -58,7 +59,8 @@ class LearnerLoop:
     "The callbacks, their events and the training loop of a `Learner` (its base class)."
     def __init__(self):
         self.cbs, self._sorted = [], []
-        self.exception, self.training, self.epoch, self.n_epoch = None, False, 0, 1
+        self.exception, self.training, self.epoch, self.n_epoch, self.start_epoch = None, False, 0, 1, 0
+        self._resume = None  # the resume state of the checkpoint last loaded, for `fit(start_epoch=...)`
         self.loss = self.pred = None
         self.xb, self.yb = (), ()
         self.step_state = StepState()  # shared by the callbacks of one training step
@@ -195,7 +197,10 @@ class LearnerLoop:
         self._do_epoch_validate()
 
     def _do_fit(self):
-        for epoch in range(self._start_epoch, self.n_epoch):
+        # after before_fit (it resets the Recorder): the random states and rows of the checkpoint resumed from
+        if self.start_epoch: restore_resume_state(self, self._resume)
+        self._resume = None
+        for epoch in range(self.start_epoch, self.n_epoch):
             self.epoch = epoch
             self._with_events(self._do_epoch, 'epoch', CancelEpochException)
 
@@ -263,13 +268,17 @@ class Learner(LearnerLoop):
     # ---- fitting ----------------------------------------------------------------------------------
     def fit(self, n_epoch, lr=None, wd=None, cbs=None, reset_opt=False, start_epoch=0):
         """Train for `n_epoch` epochs at learning rate `lr` (a float, or a `slice` for discriminative rates).
-        Returns None, as in fastai (a notebook cell ending with it shows only the results table); see `recorder`."""
+        Returns None, as in fastai (a notebook cell ending with it shows only the results table); see `recorder`.
+        `start_epoch=k` skips the first `k` epochs, the schedules placed as if they had run: after
+        `load(checkpoint, with_opt=True)`, the run the checkpoint came from continues exactly."""
         if n_epoch < 0: raise ValueError(f"fit: n_epoch={n_epoch} must be >= 0.")
+        if not 0 <= start_epoch <= n_epoch:
+            raise ValueError(f"fit: start_epoch={start_epoch} must be from 0 to n_epoch={n_epoch}.")
         with self.added_cbs(cbs):
             if reset_opt or self.opt is None: self.create_opt()
             self.opt.set_hyper('lr', lr_range(self.lr if lr is None else lr, len(self.opt.hypers)))
             if wd is not None: self.opt.set_hyper('wd', wd)
-            self.n_epoch, self._start_epoch = n_epoch, start_epoch
+            self.n_epoch, self.start_epoch = n_epoch, start_epoch
             self.opt.zero_grad()  # a fit interrupted between backward and step must not leak its gradients
             try: self._with_events(self._do_fit, 'fit', CancelFitException)
             finally: self.exception = None
@@ -444,15 +453,17 @@ class Learner(LearnerLoop):
         return file if file.is_absolute() else self.path / self.model_dir / file
 
     def save(self, file, with_opt=True):
-        "Save the model's weights (and the optimiser state) to `path/model_dir/file.pth`, atomically (rank 0 only)."
+        """Save the model's weights to `path/model_dir/file.pth`, atomically (rank 0 only); `with_opt` adds the
+        optimiser state and what `fit(start_epoch=epoch + 1)` needs to continue exactly: random states, the Recorder's rows."""
         if rank_distrib(): return None  # every rank holds the same weights: rank 0 writes them
         state = {'model': self.model.state_dict()}
-        if with_opt and self.opt is not None: state['opt'] = self.opt.state_dict()
+        if with_opt and self.opt is not None: state.update(opt=self.opt.state_dict(), resume=resume_state(self))
         return atomic_torch_save(state, self._model_path(file))
 
     def load(self, file, device=None, with_opt=True, strict=True):
-        """Load weights (and optimiser state) saved by `save`, with `weights_only=True` (no code is run).
-        As in fastai, the learner has an optimiser afterwards (a fresh one when there was none and `with_opt=False`)."""
+        """Load weights (and optimiser state) saved by `save`, with `weights_only=True` (no code is run); `with_opt`
+        also keeps the checkpoint's resume state for the next `fit(start_epoch=...)`. As in fastai, the learner has
+        an optimiser afterwards (a fresh one when there was none and `with_opt=False`)."""
         path = self._model_path(file)
         distrib_barrier()  # in distrib_ctx: after rank 0 has written the file
         state = _read_weights(path, file, device or self.device)
@@ -461,6 +472,7 @@ class Learner(LearnerLoop):
         if with_opt and 'opt' in state:
             self.opt.load_state_dict(state['opt'])  # checks the layer groups before it changes anything
         self.model.load_state_dict(state['model'], strict=strict)
+        self._resume = state.get('resume') if with_opt else None  # used by the next fit(start_epoch=...)
         return self
 
     def export(self, fname='export.pkl', pickle_model=False):

@@ -98,8 +98,11 @@ class TrainEvalCallback(Callback):
     order = -10
     fit_only = True  # its before_fit/after_fit belong to training: `validate` does not send them
     def before_fit(self):
-        self.learn.train_iter, self.learn.pct_train = 0, 0.
-        self.learn.n_train_iter = max(1, self.learn.n_epoch * len(self.learn.dls.train))
+        learn, n_iter = self.learn, len(self.learn.dls.train)
+        # a fit resumed at `start_epoch` counts the batches of the epochs it skips: the schedules pick up there
+        learn.train_iter = getattr(learn, 'start_epoch', 0) * n_iter
+        learn.n_train_iter = max(1, learn.n_epoch * n_iter)
+        learn.pct_train = learn.train_iter / learn.n_train_iter
 
     def before_train(self):
         self.learn.model.train()

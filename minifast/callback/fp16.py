@@ -86,6 +86,13 @@ class MixedPrecision(Callback):
         recorder = getattr(self.learn, 'recorder', None)
         if recorder is not None: recorder.remove_column('skipped_steps')
 
+    def state_dict(self) -> dict:
+        "The gradient scaler's state (its scale), for a resumed fit (see `callback.resume`)."
+        return {'scaler': self.scaler.state_dict() if self.scaler is not None else {}}
+
+    def load_state_dict(self, sd: dict):
+        if self.scaler is not None and sd['scaler']: self.scaler.load_state_dict(sd['scaler'])
+
     def before_epoch(self): self._skipped_at_start = self.skipped_steps
     def after_epoch(self): self.skipped_per_epoch.append(self.skipped_steps - self._skipped_at_start)
 

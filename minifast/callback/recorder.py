@@ -62,6 +62,7 @@ class Recorder(Callback):
         self.values, self.lrs, self.moms, self._losses, self.iters, self.hps = [], [], [], [], [], {}
         self.metrics, self._train_mets, self._with_valid, self.log = [], [], valid_metrics, []
         self.epoch_logged, self._in_epoch = False, False
+        self.skipped_steps, self._smooth, self._n_bad, self._count = [], None, None, 0  # `state_dict` before a fit
         self.extra_columns = {}  # name -> function giving a value at the end of each epoch, added by other callbacks
 
     def add_column(self, name, fn):
@@ -137,6 +138,25 @@ class Recorder(Callback):
     def before_validate(self):
         self._valid_sum, self._valid_n = None, 0
         for m in self.metrics: m.reset()
+
+    def state_dict(self) -> dict:
+        "The rows and per-batch records so far, and the smoothed loss's state: what a resumed fit continues from."
+        floats = lambda xs: [None if x is None else float(x) for x in xs]
+        return {'values': [floats(r) for r in self.values], 'iters': list(self.iters),
+                'skipped_steps': list(self.skipped_steps), 'lrs': floats(self.lrs), 'moms': floats(self.moms),
+                'hps': {k: floats(v) for k, v in self.hps.items()},
+                'losses': torch.stack(self._losses).float().cpu() if self._losses else torch.zeros(0),
+                'smooth': self._smooth, 'n_bad': self._n_bad, 'count': self._count}
+
+    def load_state_dict(self, sd: dict):
+        "Continue from a `state_dict()`: called by `fit(start_epoch=...)` after `before_fit` (see `callback.resume`)."
+        device = self.learn.device
+        self.values, self.iters = [list(r) for r in sd['values']], list(sd['iters'])
+        self.skipped_steps, self.lrs, self.moms = list(sd['skipped_steps']), list(sd['lrs']), list(sd['moms'])
+        self.hps = {k: list(v) for k, v in sd['hps'].items()}
+        self._losses = list(sd['losses'].to(device).unbind())
+        self._smooth, self._n_bad = [None if t is None else t.to(device) for t in (sd['smooth'], sd['n_bad'])]
+        self._count = sd['count']
 
     @property
     def smooth_loss(self):

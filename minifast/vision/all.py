@@ -30,6 +30,7 @@ import minifast.export as _export
 import minifast.vision.learner as _vision_learner
 import minifast.interpret as _interpret
 import minifast.callback.tta as _callback_tta
+import minifast.callback.resume as _callback_resume
 import minifast.callback.misc as _callback_misc
 import minifast.callback.tracker as _callback_tracker
 import minifast.vision.utils as _vision_utils
@@ -66,6 +67,7 @@ from ..export import *
 from .learner import *
 from ..interpret import *
 from ..callback.tta import *
+from ..callback.resume import *
 from ..callback.misc import *
 from ..callback.tracker import *
 from .utils import *
@@ -87,7 +89,7 @@ _lite0_names = ['EfficientNetLite0', 'LITE0_STATS', 'lite0_body', 'lite0_split',
 _modules = [_core, _data_transforms, _data_core, _data_block, _data_external, _data_toy_pets,
             _vision_core, _vision_augment, _vision_augment_batch, _vision_data, _losses, _metrics, _optimizer,
             _callback_core, _callback_progress, _callback_schedule, _callback_fp16, _learner, _export,
-            _vision_learner, _interpret, _callback_tracker, _callback_misc, _callback_tta,
+            _vision_learner, _interpret, _callback_tracker, _callback_misc, _callback_tta, _callback_resume,
             _layers, _vision_models_xresnet, _callback_hook, _vision_cam, _callback_mixup, _vision_utils,
             _data_follow, _vision_targets, _vision_models_unet, _callback_preds, _distributed]
 
