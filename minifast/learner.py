@@ -454,7 +454,7 @@ class Learner(LearnerLoop):
 
     def save(self, file, with_opt=True):
         """Save the model's weights to `path/model_dir/file.pth`, atomically (rank 0 only); `with_opt` adds the
-        optimiser state and what `fit(start_epoch=epoch + 1)` needs to continue exactly: random states, the Recorder's rows."""
+        optimiser state and what `fit(start_epoch=epoch + 1)` needs to continue exactly: random states, rows."""
         if rank_distrib(): return None  # every rank holds the same weights: rank 0 writes them
         state = {'model': self.model.state_dict()}
         if with_opt and self.opt is not None: state.update(opt=self.opt.state_dict(), resume=resume_state(self))
