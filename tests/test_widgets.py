@@ -157,3 +157,20 @@ def test_a_data_set_without_files_is_refused():
     from minifast.vision.widgets import _split_table
     learn = SimpleNamespace(dls=[SimpleNamespace(items=[0, 1, 2])])
     with pytest.raises(ValueError, match='split 0 are ints, not image files'): _split_table(learn, 0)
+
+
+def test_an_error_midway_reports_what_was_done_and_keeps_the_other_marks(learn, monkeypatch, capsys):
+    import minifast.vision.widgets as widgets
+    cleaner = ImageClassifierCleaner(learn)
+    fns = _grid(cleaner, 'red', 'Train')
+    cleaner.selectors[0].value = '<Delete>'
+    cleaner.selectors[1].value = 'blue'
+    real_move = widgets.shutil.move
+    def failing_move(src, dst): raise PermissionError(f"cannot write {dst}")
+    monkeypatch.setattr(widgets.shutil, 'move', failing_move)
+    with pytest.raises(PermissionError): cleaner.apply()
+    out = capsys.readouterr().out
+    assert f'delete {fns[0]}' in out and '1 deleted' in out and 'moved' not in out
+    assert not fns[0].exists() and fns[1].exists() and cleaner.marks == {fns[1]: 'blue'}
+    monkeypatch.setattr(widgets.shutil, 'move', real_move)
+    assert [a for a, _, _ in cleaner.apply()] == ['move']

@@ -76,9 +76,8 @@ def _plan(marks: dict, labels: dict, dest=None, trash=None) -> list:
         plan.append(('move', fn, _free_name(folder, fn.name, taken)))
     return plan
 
-def _carry_out(plan):
-    "Make the moves and deletions of `plan`; a destination that appeared meanwhile is never overwritten."
-    done = []
+def _carry_out(plan, done: list):
+    "Make the moves and deletions of `plan`, appending each to `done`; a destination that appeared meanwhile is kept."
     for action, src, dst in plan:
         if action == 'delete': src.unlink()
         else:
@@ -87,6 +86,14 @@ def _carry_out(plan):
             shutil.move(str(src), str(dst))
         done.append((action, src, dst))
     return done
+
+# %% ../../nbs/22b_vision.widgets.ipynb #9f98bd04
+def _report(done, dry_run):
+    for action, src, dst in done:
+        print(f"{'would ' if dry_run else ''}{action} {src}" + (f" -> {dst}" if dst else ''))
+    counts = {past: sum(d[0] == a for d in done) for a, past in _PAST.items()}
+    summary = ', '.join(f"{n} {past}" for past, n in counts.items() if n) or 'nothing marked'
+    print(f"ImageClassifierCleaner: {summary}" + (" (dry run: nothing changed)" if dry_run else ''))
 
 # %% ../../nbs/22b_vision.widgets.ipynb #527517a5
 class ImageClassifierCleaner:
@@ -145,13 +152,13 @@ class ImageClassifierCleaner:
         layout), never overwriting. Prints and returns the `(action, source, destination)` done, or with
         `dry_run` to be done (nothing changes). Checks every move first: an error changes nothing."""
         plan = _plan(self.marks, self.labels, dest=dest, trash=trash)
-        done = plan if dry_run else _carry_out(plan)
-        for action, src, dst in done:
-            print(f"{'would ' if dry_run else ''}{action} {src}" + (f" -> {dst}" if dst else ''))
-        counts = {past: sum(d[0] == a for d in done) for a, past in _PAST.items()}
-        summary = ', '.join(f"{n} {past}" for past, n in counts.items() if n) or 'nothing marked'
-        print(f"ImageClassifierCleaner: {summary}" + (" (dry run: nothing changed)" if dry_run else ''))
-        if not dry_run:
+        if dry_run:
+            _report(plan, dry_run)
+            return plan
+        done = []
+        try: _carry_out(plan, done)
+        finally:  # also after an error midway: say what was done, and forget those marks
+            _report(done, dry_run)
             for _, src, _ in done: self.marks.pop(src, None)
             self._show()
         return done
