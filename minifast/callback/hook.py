@@ -156,7 +156,7 @@ class ActivationStats(HookCallback):
     `hist_sample` values per layer) of each layer's activations."""
     run_valid = False
     def __init__(self, with_hist=False, every=None, hist_bins=40, hist_range=(0., 10.), near_zero=0.05,
-                 hist_sample=65536, **kwargs):
+                 hist_sample=16384, **kwargs):
         super().__init__(every=every, cpu=False, **kwargs)  # statistics on the device: no copy of activations
         self.with_hist, self.hist_bins, self.hist_range, self.near_zero = with_hist, hist_bins, hist_range, near_zero
         if hist_sample is not None and hist_sample < 1:
