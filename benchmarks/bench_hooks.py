@@ -9,7 +9,9 @@ unfrozen. Each row trains the same learner for `warmup + batches` batches, eithe
 the device until the end of the epoch). The rows alternate (plain, stats, plain, stats, ...) for `rounds`
 rounds, so a machine that slows down or speeds up midway hurts both alike. A step is timed from the first
 `before_batch` callback to the last `after_batch` one (the device is synchronised at each stamp); the
-table gives the median over all timed batches of each kind, the overhead in ms, and the ratio.
+table gives the median over all timed batches of each kind, the overhead in ms, and the ratio, for the
+wall time and for the CPU time of the process (all its threads). On a machine shared with other work the
+CPU time is the steadier number: waiting for a core counts in the wall time only.
 Asserts nothing.
 """
 import argparse
@@ -34,7 +36,7 @@ class StepTimer(Callback):
 
     def _stamp(self):
         self.sync()
-        return time.perf_counter()
+        return time.perf_counter(), time.process_time()
 
 
 class _Start(StepTimer):
@@ -44,7 +46,7 @@ class _Start(StepTimer):
 
 class _End(StepTimer):
     order = 1000
-    def after_batch(self): self.timer.times.append(self._stamp() - self.timer._start)
+    def after_batch(self): self.timer.times.append([b - a for a, b in zip(self.timer._start, self._stamp())])
 
 
 def make_learner(args, device):
@@ -63,7 +65,7 @@ def make_learner(args, device):
 
 
 def run(args, learn, with_stats, sync):
-    "Median-able step times (s) of the timed batches of one epoch, with or without ActivationStats."
+    "The (wall, CPU) times (s) of the timed batches of one epoch, with or without ActivationStats."
     timer = StepTimer(sync)
     start, end = _Start(sync), _End(sync)
     start.timer = end.timer = timer
@@ -92,13 +94,13 @@ def main():
     for _ in range(args.rounds):
         times['plain'] += run(args, learn, False, sync)
         times['ActivationStats(with_hist=True)'] += run(args, learn, True, sync)
-    med = {k: 1000 * statistics.median(v) for k, v in times.items()}
-    plain = med['plain']
     print(f"resnet18, {args.size} px, batch {args.bs}, {args.rounds} x {args.batches} timed batches per row "
           f"on {device} ({torch.get_num_threads()} threads), median ms per training step")
-    print(f"{'':<34}{'step ms':>10}{'overhead ms':>13}{'ratio':>8}")
+    print(f"{'':<34}{'wall ms':>10}{'overhead':>10}{'ratio':>8}{'cpu ms':>10}{'overhead':>10}{'ratio':>8}")
+    med = {k: [1000 * statistics.median(t[j] for t in v) for j in (0, 1)] for k, v in times.items()}
     for name, m in med.items():
-        print(f"{name:<34}{m:>10.1f}{m - plain:>13.1f}{m / plain:>8.3f}")
+        print(f"{name:<34}" + ''.join(f"{m[j]:>10.1f}{m[j] - med['plain'][j]:>10.1f}{m[j] / med['plain'][j]:>8.3f}"
+                                      for j in (0, 1)))
 
 
 if __name__ == '__main__':

@@ -51,6 +51,7 @@ class Interpretation:
         self.preds, self.targs, self.losses, self.dl = preds, targs, losses.float(), dl
         self.decoded = _cpu(decoded) if decoded is not None else preds
         self.vocab = list(vocab) if vocab is not None else None
+        self.learn = None  # set by from_learner: what plot_cam runs the model of
 
     @classmethod
     def from_learner(cls, learn, ds_idx=1, dl=None, act=None):
@@ -58,7 +59,9 @@ class Interpretation:
         if dl is None: dl = learn.dls[ds_idx]
         with _per_item_losses_possible(learn):
             preds, targs, decoded, losses = learn.get_preds(dl=dl, with_decoded=True, with_loss=True, act=act)
-        return cls(preds, targs, losses, decoded=decoded, dl=dl, **cls._learner_kwargs(learn, dl))
+        interp = cls(preds, targs, losses, decoded=decoded, dl=dl, **cls._learner_kwargs(learn, dl))
+        interp.learn = learn
+        return interp
 
     @classmethod
     def _learner_kwargs(cls, learn, dl) -> dict:
@@ -220,6 +223,20 @@ class ClassificationInterpretation(Interpretation):
     def _title(self, i):
         p = int(self.decoded[i])
         return f"{self.vocab[p]}/{self.vocab[int(self.targs[i])]} / {self.losses[i]:.2f} / {self.preds[i, p]:.2f}"
+
+    def plot_cam(self, idx, cls=None, method='cam', ax=None, figsize=None, **kwargs):
+        """Overlay the class activation map (`method='grad_cam'`: Grad-CAM) of item `idx` of the interpreted data on
+        its decoded image, for class `cls` (default: the predicted one), titled prediction/actual/loss/probability:
+        `learn.show_cam` on the item's validation input. Returns the axis."""
+        if self.learn is None:
+            raise ValueError("plot_cam: this interpretation has no learner to run; build it with from_learner.")
+        idx = int(idx)
+        if not 0 <= idx < len(self): raise IndexError(f"plot_cam: idx={idx} is not in 0..{len(self) - 1}.")
+        x = self[idx][0]
+        ax = self.learn.show_cam(x, cls=int(self.decoded[idx]) if cls is None else cls, method=method, ax=ax,
+                                 figsize=figsize, **kwargs)
+        ax.set_title(self._title(idx))
+        return ax
 
     def plot_confusion_matrix(self, normalize=False, title='Confusion matrix', cmap='Blues', norm_dec=2,
                               plot_txt=True, figsize=None, dpi=60):

@@ -237,3 +237,51 @@ def test_show_cam_overlays_the_map_on_the_decoded_image(colour_folder):
     with pytest.raises(ValueError, match="'cam' or 'grad_cam'"): show_cam(learn, colour_folder/'red'/'red_0.jpg',
                                                                            method='gradcam')
     plt.close('all')
+
+
+# ---- ActivationStats' fused statistics (sum, norm, count) and sampled histograms ---------------------------------
+def _hook_once(cb, o):
+    "What ActivationStats' hook stores for output `o`, then the statistics `_flush` derives from it."
+    from types import SimpleNamespace
+    cb.learn = SimpleNamespace(training=True)
+    s, q, c, n, h = cb.hook(None, None, o)
+    cb._pending = [(s[None], q[None], c[None], (n,), None if h is None else h[None])]
+    cb.stats = []
+    cb._flush()
+    return cb.stats[0][0]
+
+
+@pytest.mark.parametrize('fmt', [torch.contiguous_format, torch.channels_last])
+def test_activation_stats_are_exact_on_a_large_channels_last_output(fmt):
+    g = torch.Generator().manual_seed(0)
+    o = (torch.randn(8, 16, 32, 32, generator=g) * 2 + 3).relu().contiguous(memory_format=fmt)
+    d = _hook_once(ActivationStats(with_hist=True, hist_sample=None), o)
+    ref = o.double()
+    assert d['mean'] == pytest.approx(ref.mean().item(), rel=1e-6)
+    assert d['std'] == pytest.approx(ref.std().item(), rel=1e-5)
+    assert d['near_zero'] == (o <= 0.05).sum().item() / o.numel()
+    assert torch.equal(d['hist'], torch.histc(o, 40, 0., 10.))  # hist_sample=None: every value counted
+
+
+def test_activation_stats_hist_of_a_sample_is_scaled_to_the_layer_and_close_to_the_full_one():
+    g = torch.Generator().manual_seed(1)
+    o = (torch.randn(8, 16, 32, 32, generator=g) * 2 + 3).contiguous(memory_format=torch.channels_last)
+    d = _hook_once(ActivationStats(with_hist=True, hist_sample=4096), o)
+    full = torch.histc(o, 40, 0., 10.)
+    assert not torch.equal(d['hist'], full)  # a sample, not every value
+    assert d['hist'].sum().item() == pytest.approx(full.sum().item(), rel=0.02)
+    assert ((d['hist'] - full).abs().sum() / full.sum()).item() < 0.1
+    assert d['mean'] == pytest.approx(o.double().mean().item(), rel=1e-6)  # the statistics stay exact
+
+
+def test_activation_stats_of_bfloat16_outputs_are_those_of_the_values():
+    o = torch.randn(4, 8, 16, 16, generator=torch.Generator().manual_seed(2)).bfloat16()
+    d = _hook_once(ActivationStats(), o)
+    ref = o.double()
+    assert d['mean'] == pytest.approx(ref.mean().item(), abs=1e-6)
+    assert d['std'] == pytest.approx(ref.std().item(), rel=1e-5)
+    assert d['near_zero'] == (ref <= 0.05).sum().item() / o.numel()
+
+
+def test_activation_stats_hist_sample_must_be_positive():
+    with pytest.raises(ValueError, match='hist_sample=0'): ActivationStats(hist_sample=0)

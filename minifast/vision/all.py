@@ -36,6 +36,7 @@ import minifast.callback.tracker as _callback_tracker
 import minifast.vision.utils as _vision_utils
 import minifast.callback.mixup as _callback_mixup
 import minifast.vision.cam as _vision_cam
+import minifast.vision.widgets as _vision_widgets
 import minifast.callback.hook as _callback_hook
 import minifast.vision.models.xresnet as _vision_models_xresnet
 import minifast.vision.models.unet as _vision_models_unet
@@ -73,6 +74,7 @@ from ..callback.tracker import *
 from .utils import *
 from ..callback.mixup import *
 from .cam import *
+from .widgets import *
 from ..callback.hook import *
 from .models.xresnet import *
 from .models.unet import *
@@ -91,6 +93,6 @@ _modules = [_core, _data_transforms, _data_core, _data_block, _data_external, _d
             _callback_core, _callback_progress, _callback_schedule, _callback_fp16, _learner, _export,
             _vision_learner, _interpret, _callback_tracker, _callback_misc, _callback_tta, _callback_resume,
             _layers, _vision_models_xresnet, _callback_hook, _vision_cam, _callback_mixup, _vision_utils,
-            _data_follow, _vision_targets, _vision_models_unet, _callback_preds, _distributed]
+            _data_follow, _vision_targets, _vision_models_unet, _callback_preds, _distributed, _vision_widgets]
 
 __all__ = sorted({name for m in _modules for name in m.__all__} | set(_lite0_names))

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from ..callback.hook import Hook, Hooks, hook_output
+from ..learner import register_learner_plugin
 from .core import show_image
 
 # %% ../../nbs/22a_vision.cam.ipynb #8a4ed8c6
@@ -94,3 +95,6 @@ def show_cam(learn, item_or_x, cls=None, layer=None, method='cam', ax=None, figs
     ax = show_image(img, ax=ax, figsize=figsize)
     ax.imshow(cam.numpy(), alpha=alpha, extent=(0, w, h, 0), interpolation=interpolation, cmap=cmap)
     return ax
+
+# %% ../../nbs/22a_vision.cam.ipynb #2f9ebf44
+register_learner_plugin('show_cam', show_cam)
