@@ -19,13 +19,11 @@ import statistics
 import time
 
 import torch
+from _common import device_sync, random_resnet18_learner
 
 from minifast.callback.core import Callback
 from minifast.callback.hook import ActivationStats
 from minifast.core import set_seed
-from minifast.data.core import DataLoaders, Datasets
-from minifast.data.transforms import Categorize
-from minifast.vision.learner import resnet18, vision_learner
 
 
 class StepTimer(Callback):
@@ -47,21 +45,6 @@ class _Start(StepTimer):
 class _End(StepTimer):
     order = 1000
     def after_batch(self): self.timer.times.append([b - a for a, b in zip(self.timer._start, self._stamp())])
-
-
-def make_learner(args, device):
-    n_train = args.bs * (args.batches + args.warmup)
-    g = torch.Generator().manual_seed(0)
-    base = torch.rand(args.bs, 3, args.size, args.size, generator=g)
-    labels = [f'c{i % 10}' for i in range(n_train + args.bs)]
-    dsets = Datasets(list(range(n_train + args.bs)),
-                     [[lambda i: base[i % len(base)]], [lambda i: labels[i], Categorize()]],
-                     splits=(range(n_train), range(n_train, n_train + args.bs)), kinds=('image', 'category'))
-    dls = DataLoaders.from_dsets(dsets, bs=args.bs, device=device, seed=0, num_workers=0)
-    learn = vision_learner(dls, resnet18, pretrained=False)
-    learn.unfreeze()
-    learn.remove_cb(learn.progress)
-    return learn
 
 
 def run(args, learn, with_stats, sync):
@@ -87,9 +70,8 @@ def main():
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    def sync():
-        if device.type == 'cuda': torch.cuda.synchronize(device)
-    learn = make_learner(args, device)
+    sync = device_sync(device)
+    learn = random_resnet18_learner(args.bs, args.size, args.batches + args.warmup, device)
     times = {'plain': [], 'ActivationStats(with_hist=True)': []}
     for _ in range(args.rounds):
         times['plain'] += run(args, learn, False, sync)

@@ -17,13 +17,11 @@ import statistics
 import time
 
 import torch
+from _common import device_sync, random_resnet18_learner
 
 from minifast.callback.core import Callback
 from minifast.callback.mixup import CutMix, MixUp
 from minifast.core import set_seed
-from minifast.data.core import DataLoaders, Datasets
-from minifast.data.transforms import Categorize
-from minifast.vision.learner import resnet18, vision_learner
 
 
 class Stamps(Callback):
@@ -38,21 +36,6 @@ class Stamps(Callback):
             self._sync()
             self._log.setdefault(key, []).append(time.perf_counter())
         return stamp
-
-
-def make_learner(args, device):
-    n_train = args.bs * (args.batches + args.warmup)
-    g = torch.Generator().manual_seed(0)
-    base = torch.rand(args.bs, 3, args.size, args.size, generator=g)
-    labels = [f'c{i % 10}' for i in range(n_train + args.bs)]
-    dsets = Datasets(list(range(n_train + args.bs)),
-                     [[lambda i: base[i % len(base)]], [lambda i: labels[i], Categorize()]],
-                     splits=(range(n_train), range(n_train, n_train + args.bs)), kinds=('image', 'category'))
-    dls = DataLoaders.from_dsets(dsets, bs=args.bs, device=device, seed=0, num_workers=0)
-    learn = vision_learner(dls, resnet18, pretrained=False)
-    learn.unfreeze()
-    learn.remove_cb(learn.progress)
-    return learn
 
 
 def run(args, learn, mix_cb, sync):
@@ -76,9 +59,8 @@ def main():
     parser.add_argument('--warmup', type=int, default=1, help='untimed first batches per row')
     args = parser.parse_args()
     device = torch.device(args.device)
-    def sync():
-        if device.type == 'cuda': torch.cuda.synchronize(device)
-    learn = make_learner(args, device)
+    sync = device_sync(device)
+    learn = random_resnet18_learner(args.bs, args.size, args.batches + args.warmup, device)
     rows = [(name, run(args, learn, cb, sync)) for name, cb in [('plain', None), ('MixUp', MixUp()),
                                                                 ('CutMix', CutMix())]]
     plain = rows[0][1]

@@ -36,6 +36,24 @@ def colour_folder(tmp_path):
     return tmp_path
 
 
+@pytest.fixture
+def colour_learner(colour_folder):
+    "A `Learner` (a 4-channel conv, pooled, then linear) on `colour_folder` at 24 px, CPU; closes its figures after."
+    import matplotlib.pyplot as plt
+    import torch
+    from torch import nn
+    from minifast.learner import Learner
+    from minifast.vision.augment import Resize
+    from minifast.vision.data import ImageDataLoaders
+    dls = ImageDataLoaders.from_folder(colour_folder, valid_pct=0.25, seed=0, item_tfms=Resize(24), bs=4,
+                                       device='cpu')
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                          nn.Linear(4, 2))
+    yield Learner(dls, model)
+    plt.close('all')
+
+
 def make_square_masks(folder, n=12, size=32, seed=0, bs=4):
     """DataLoaders (CPU, no workers) of `n` images `size` px with one bright square on a dark noisy background, each
     with its mask (a LongTensor, 1 on the square), without MaskBlock: validation is the last quarter."""

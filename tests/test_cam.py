@@ -2,28 +2,12 @@
 import matplotlib
 import pytest
 import torch
-from torch import nn
 
 import minifast.learner as learner_mod
 from minifast.interpret import ClassificationInterpretation
-from minifast.learner import Learner
-from minifast.vision.augment import Resize
 from minifast.vision.cam import class_activation_map, grad_cam
-from minifast.vision.data import ImageDataLoaders
 
 matplotlib.use('Agg')
-
-
-@pytest.fixture
-def colour_learner(colour_folder):
-    dls = ImageDataLoaders.from_folder(colour_folder, valid_pct=0.25, seed=0, item_tfms=Resize(24), bs=4,
-                                       device='cpu')
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-                          nn.Linear(4, 2))
-    yield Learner(dls, model)
-    import matplotlib.pyplot as plt
-    plt.close('all')
 
 
 def test_learn_show_cam_draws_the_cam_of_the_item_over_its_decoded_image(colour_learner, colour_folder):

@@ -218,16 +218,8 @@ def test_cam_errors_name_the_problem():
     assert _no_hooks(model)
 
 
-def test_show_cam_overlays_the_map_on_the_decoded_image(colour_folder):
-    import matplotlib.pyplot as plt
-    from minifast.vision.augment import Resize
-    from minifast.vision.data import ImageDataLoaders
-    dls = ImageDataLoaders.from_folder(colour_folder, valid_pct=0.25, seed=0, item_tfms=Resize(24), bs=4,
-                                       device='cpu')
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-                          nn.Linear(4, 2))
-    learn = Learner(dls, model)
+def test_show_cam_overlays_the_map_on_the_decoded_image(colour_learner, colour_folder):
+    learn, dls = colour_learner, colour_learner.dls
     ax = show_cam(learn, colour_folder/'red'/'red_0.jpg')
     assert len(ax.images) == 2
     assert ax.images[1].get_array().shape == (24, 24)
@@ -236,7 +228,6 @@ def test_show_cam_overlays_the_map_on_the_decoded_image(colour_folder):
     assert len(ax.images) == 2
     with pytest.raises(ValueError, match="'cam' or 'grad_cam'"): show_cam(learn, colour_folder/'red'/'red_0.jpg',
                                                                            method='gradcam')
-    plt.close('all')
 
 
 # ---- ActivationStats' fused statistics (sum, norm, count) and sampled histograms ---------------------------------
