@@ -260,3 +260,56 @@ def test_a_registered_arch_family_plugs_in_without_new_code(monkeypatch):
     assert built == [('tiny_net', False)] and len(model[0]) == 3
     assert [len(g) for g in arch.splitter(model[0])(model)] == [2, 2, len(list(model[1].parameters()))]
     with pytest.raises(ValueError, match=r"unknown family 'unet'.*register_arch_family"): vl.Arch('x', 2, family='unet')
+
+
+# ---- n_in: images with other than three channels ---------------------------------------------------------------------
+@pytest.mark.parametrize('arch', [resnet18, efficientnet_lite0])
+@pytest.mark.parametrize('n_in, make', [(1, lambda x: x[:, :1]), (6, lambda x: torch.cat([x, x], 1))])
+def test_n_in_body_gives_a_grey_or_stacked_image_the_output_of_its_rgb_image(arch, n_in, make):
+    import copy
+    from minifast.vision.learner import adapt_first_conv
+    torch.manual_seed(0)
+    body3 = create_vision_model(arch, 2, pretrained=False)[0].eval()
+    body = adapt_first_conv(copy.deepcopy(body3), n_in).eval()
+    rgb = torch.rand(2, 1, 32, 32).expand(-1, 3, -1, -1) if n_in == 1 else torch.rand(2, 3, 32, 32)
+    x = make(rgb)
+    assert x.shape[1] == n_in
+    assert torch.allclose(body(x), body3(rgb), atol=1e-4)
+    assert sum(p.numel() for p in body.parameters()) == sum(p.numel() for p in body3.parameters()) + \
+        (n_in - 3) * next(m for m in body.modules() if isinstance(m, torch.nn.Conv2d)).weight[:, 0].numel()
+
+
+def test_n_in_errors_name_the_problem():
+    from torch import nn
+    from minifast.vision.learner import adapt_first_conv
+    with pytest.raises(ValueError, match='n_in=0'): adapt_first_conv(nn.Sequential(nn.Conv2d(3, 4, 3)), 0)
+    with pytest.raises(ValueError, match='no convolution with 3 input channels'):
+        adapt_first_conv(nn.Sequential(nn.Conv2d(5, 4, 3)), 1)
+
+
+def test_grey_vision_learner_trains_without_rgb_stats_and_exports(colour_folder, tmp_path):
+    from minifast.data.block import CategoryBlock, DataBlock
+    from minifast.data.transforms import RandomSplitter, parent_label
+    from minifast.learner import load_learner
+    from minifast.vision.core import PILImageBW
+    from minifast.vision.data import ImageBlock, get_image_files
+    dls = DataBlock(blocks=(ImageBlock(PILImageBW), CategoryBlock), get_items=get_image_files, get_y=parent_label,
+                    splitter=RandomSplitter(0.25, seed=0), item_tfms=Resize(32)).dataloaders(colour_folder, bs=4,
+                                                                                          device='cpu')
+    learn = vision_learner(dls, efficientnet_lite0, n_in=1, path=tmp_path)   # the offline ImageNet weights
+    assert not any(isinstance(t, Normalize) for t in learn.dls.train.after_batch[0])
+    xb = learn.dls.one_batch()[0]
+    assert xb.shape[1] == 1 and learn.model(xb).shape == (4, 2)
+    learn.fit(1, 1e-3)
+    learn.export('grey.pkl')
+    loaded = load_learner(tmp_path/'grey.pkl')
+    item = get_image_files(colour_folder)[0]
+    assert torch.allclose(loaded.predict(item)[2], learn.predict(item)[2], atol=1e-5)
+
+
+def test_grey_unet_model_takes_one_channel_and_keeps_the_skip_connections():
+    from minifast.vision.learner import create_unet_model
+    torch.manual_seed(0)
+    grey, rgb = (create_unet_model(resnet18, 3, img_size=(64, 64), pretrained=False, n_in=n) for n in (1, 3))
+    assert grey(torch.rand(2, 1, 64, 64)).shape == (2, 3, 64, 64)
+    assert len(grey._keeps) == len(rgb._keeps) > 2

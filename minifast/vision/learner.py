@@ -6,8 +6,8 @@
 __all__ = ['arch_families', 'resnet18', 'resnet34', 'resnet50', 'resnet101', 'resnet152', 'convnext_tiny', 'efficientnet_b0',
            'regnet_y_400mf', 'efficientnet_lite0', 'cnn_learner', 'ArchFamily', 'register_arch_family', 'Arch',
            'timm_arch', 'get_arch', 'AdaptiveConcatPool2d', 'SigmoidRange', 'create_head', 'num_features',
-           'create_vision_model', 'vision_splitter', 'vision_learner', 'create_unet_model', 'unet_learner',
-           'show_mask_results']
+           'adapt_first_conv', 'create_vision_model', 'vision_splitter', 'vision_learner', 'create_unet_model',
+           'unet_learner', 'show_mask_results']
 
 # %% ../../nbs/21_vision.learner.ipynb #00fd92fd
 from pathlib import Path
@@ -235,22 +235,46 @@ def create_head(nf, n_out, lin_ftrs=None, ps=0.5, concat_pool=True, first_bn=Tru
     return head
 
 def num_features(body) -> int:
-    "The number of channels `body` outputs (from a dummy forward pass in eval mode)."
+    "The number of channels `body` outputs (from a dummy forward pass in eval mode, with its first conv's channels)."
     was_training = body.training
+    n_in = next((m.in_channels for m in body.modules() if isinstance(m, nn.Conv2d)), 3)
     body.eval()
     try:
-        with torch.no_grad(): return body(torch.zeros(1, 3, 64, 64, device=next(body.parameters()).device)).shape[1]
+        with torch.no_grad():
+            return body(torch.zeros(1, n_in, 64, 64, device=next(body.parameters()).device)).shape[1]
     finally: body.train(was_training)
 
 # %% ../../nbs/21_vision.learner.ipynb #5010f65a
+def adapt_first_conv(body: nn.Module, n_in: int) -> nn.Module:
+    """Make the first RGB convolution of `body` take `n_in` channels, in place, keeping what its weights learnt:
+    for one channel the three RGB filters are summed (a grey image then gives the output its RGB copy would); for
+    `n_in` channels, channel `i` gets filter `i % 3` scaled by `3 / n_in` (so `n_in / 3` stacked copies of an RGB
+    image give the RGB output)."""
+    if n_in == 3: return body
+    if n_in < 1: raise ValueError(f"n_in={n_in}: the number of input channels must be at least 1.")
+    parent, name, conv = next(((p, n, m) for p in body.modules() for n, m in p.named_children()
+                               if isinstance(m, nn.Conv2d) and m.in_channels == 3), (None, None, None))
+    if conv is None:
+        raise ValueError(f"n_in={n_in}: found no convolution with 3 input channels in {type(body).__name__} to adapt; "
+                         "build the model yourself and pass it to Learner.")
+    w = conv.weight.detach()
+    new_w = w.sum(1, keepdim=True) if n_in == 1 else w[:, [i % 3 for i in range(n_in)]] * (3 / n_in)
+    new = nn.Conv2d(n_in, conv.out_channels, conv.kernel_size, conv.stride, conv.padding, conv.dilation, conv.groups,
+                    conv.bias is not None, conv.padding_mode, device=w.device, dtype=w.dtype)
+    with torch.no_grad():
+        new.weight.copy_(new_w)
+        if conv.bias is not None: new.bias.copy_(conv.bias)
+    setattr(parent, name, new)
+    return body
+
 def create_vision_model(arch, n_out, pretrained=True, weights_path=None, cut=None, lin_ftrs=None, ps=0.5,
-                        concat_pool=True, first_bn=True, bn_final=False, y_range=None):
+                        concat_pool=True, first_bn=True, bn_final=False, y_range=None, n_in=3):
     """`nn.Sequential(body, head)`: the body of `arch` (pretrained if asked), cut before pooling, and a new head
     with `n_out` outputs. `cut` as in `Arch.body`: an int keeps the body's first `cut` stages, a function gets the
-    full model."""
+    full model. `n_in`: the image channels (see `adapt_first_conv`)."""
     arch = get_arch(arch)
     full = arch(pretrained=pretrained, weights_path=weights_path)
-    body = arch.body(full, cut)
+    body = adapt_first_conv(arch.body(full, cut), n_in)
     head = create_head(num_features(body), n_out, lin_ftrs=lin_ftrs, ps=ps, concat_pool=concat_pool,
                        first_bn=first_bn, bn_final=bn_final, y_range=y_range)
     return nn.Sequential(body, head)
@@ -282,25 +306,27 @@ def _with_normalize(dls, stats) -> DataLoaders:
 def vision_learner(dls, arch, normalize=True, n_out=None, pretrained=True, weights_path=None, loss_func=None,
                    opt_func=Adam, lr=1e-3, splitter=None, cbs=None, metrics=None, path=None, model_dir='models',
                    wd=None, wd_bn_bias=False, train_bn=True, moms=(0.95, 0.85, 0.95), cut=None, concat_pool=True,
-                   ps=0.5, lin_ftrs=None, first_bn=True, bn_final=False, y_range=None, channels_last=True):
+                   ps=0.5, lin_ftrs=None, first_bn=True, bn_final=False, y_range=None, channels_last=True, n_in=3):
     """A `Learner` for transfer learning: pretrained body of `arch`, new head with `n_out` (default `dls.c`)
     outputs, body frozen. With `pretrained` and `normalize`, `learn.dls` is a copy of `dls` whose image batch
     transforms end with the weights' `Normalize`; the `dls` passed in is not changed. `channels_last`: store the
     conv weights NHWC (`learn.to_channelslast()`), which makes the convolutions faster (CPU: resnet18 1.2x, Lite0
-    1.6x per training step); False keeps NCHW."""
+    1.6x per training step); False keeps NCHW. `n_in`: image channels other than RGB (the first convolution is
+    adapted by `adapt_first_conv`, and the pretrained RGB statistics are not added)."""
     arch = get_arch(arch)
     n_out = n_out if n_out is not None else dls.c
     if not n_out: raise ValueError("vision_learner: could not infer n_out from the data; pass n_out=.")
     head_kw = dict(lin_ftrs=lin_ftrs, ps=ps, concat_pool=concat_pool, first_bn=first_bn, bn_final=bn_final,
                    y_range=y_range)
-    model = create_vision_model(arch, n_out, pretrained=pretrained, weights_path=weights_path, cut=cut, **head_kw)
-    if normalize and pretrained: dls = _with_normalize(dls, arch.stats)
+    model = create_vision_model(arch, n_out, pretrained=pretrained, weights_path=weights_path, cut=cut, n_in=n_in,
+                                **head_kw)
+    if normalize and pretrained and n_in == 3: dls = _with_normalize(dls, arch.stats)
     learn = Learner(dls, model, loss_func=loss_func, opt_func=opt_func, lr=lr,
                     splitter=splitter or arch.splitter(model[0]), cbs=cbs, metrics=metrics, path=path,
                     model_dir=model_dir, wd=wd, wd_bn_bias=wd_bn_bias, train_bn=train_bn, moms=moms)
     if not callable(cut):  # a function cannot be written to an export file as data
         learn.model_config = {'builder': 'vision', 'arch': arch.name, 'n_out': n_out, 'cut': cut, **head_kw,
-                              'y_range': list(y_range) if y_range is not None else None}
+                              'y_range': list(y_range) if y_range is not None else None, 'n_in': n_in}
     if pretrained: learn.freeze()
     if channels_last: learn.to_channelslast()
     return learn
@@ -312,13 +338,13 @@ def create_unet_model(arch, n_out, img_size=(128, 128), pretrained=True, weights
                       upsample='shuffle', y_range=None) -> DynamicUnet:
     "A `DynamicUnet` over the body of `arch` (pretrained if asked), cut as in `Arch.body`, with `n_out` channels out."
     arch = get_arch(arch)
-    body = arch.body(arch(pretrained=pretrained, weights_path=weights_path), cut)
+    body = adapt_first_conv(arch.body(arch(pretrained=pretrained, weights_path=weights_path), cut), n_in)
     return DynamicUnet(body, n_out, img_size=img_size, n_in=n_in, upsample=upsample, y_range=y_range)
 
 def unet_learner(dls, arch, normalize=True, n_out=None, pretrained=True, weights_path=None, loss_func=None,
                  opt_func=Adam, lr=1e-3, splitter=None, cbs=None, metrics=None, path=None, model_dir='models',
                  wd=None, wd_bn_bias=False, train_bn=True, moms=(0.95, 0.85, 0.95), cut=None, img_size=(128, 128),
-                 upsample='shuffle', y_range=None, channels_last=True):
+                 upsample='shuffle', y_range=None, channels_last=True, n_in=3):
     """A `Learner` for segmentation: the pretrained body of `arch` with a U-Net decoder giving `n_out` (default: the
     number of codes, `len(dls.vocab)`) scores per pixel, body frozen, loss `CrossEntropyLossFlat(axis=1)`.
     `img_size` is the probe that finds the skip connections (any input size works afterwards); the other arguments
@@ -330,9 +356,9 @@ def unet_learner(dls, arch, normalize=True, n_out=None, pretrained=True, weights
                              "(the number of classes in the masks) or MaskBlock(codes=...).")
         n_out = len(dls.vocab)
     cfg = dict(n_out=n_out, cut=cut, img_size=list(img_size) if not isinstance(img_size, int) else img_size,
-               upsample=upsample, y_range=list(y_range) if y_range is not None else None)
+               upsample=upsample, y_range=list(y_range) if y_range is not None else None, n_in=n_in)
     model = create_unet_model(arch, pretrained=pretrained, weights_path=weights_path, **cfg)
-    if normalize and pretrained: dls = _with_normalize(dls, arch.stats)
+    if normalize and pretrained and n_in == 3: dls = _with_normalize(dls, arch.stats)
     learn = Learner(dls, model, loss_func=loss_func if loss_func is not None else CrossEntropyLossFlat(axis=1),
                     opt_func=opt_func, lr=lr, splitter=splitter or arch.splitter(model[0]), cbs=cbs, metrics=metrics,
                     path=path, model_dir=model_dir, wd=wd, wd_bn_bias=wd_bn_bias, train_bn=train_bn, moms=moms)
