@@ -8,9 +8,11 @@ the same random images held in memory, so the model, the loop and the gradient e
 decoding. images/s counts the images of all ranks over the timed training batches (after --warmup), timed on
 rank 0 with the device synchronised. `allreduce ms` is the per-step communication alone: one `all_reduce` of a
 buffer the size of the trainable parameters (what DDP sends each step), median of 10. `torch DDP` is the loop a
-PyTorch user writes by hand: `DistributedSampler`, `DataLoader`, `DistributedDataParallel`, `torch.optim.Adam`
-(fused on CUDA, as minifast's), the same model built by `vision_learner`. On a machine with 2 cores, 2 processes
-share them and are not expected to go faster than one.
+PyTorch user writes by hand: `DistributedSampler`, `DataLoader` (pinned memory on CUDA),
+`DistributedDataParallel`, `torch.optim.Adam` (fused on CUDA, as minifast's), the same model built by
+`vision_learner`. On a machine with 2 cores, 2 processes share them and are not expected to go faster than one.
+The rows are run --repeats times, round-robin (a busy machine slows whichever row runs at that moment): the table
+shows the median images/s and the best; `vs torch DDP` compares the medians.
 """
 import argparse
 import json
@@ -89,12 +91,12 @@ def run_torch(args, device):
     dsets = Datasets(list(range(10)), [[lambda i: X[i]], [lambda i: int(y[i])]], splits=(range(10), []))
     torch.manual_seed(0)
     model = vl.vision_learner(DataLoaders.from_dsets(dsets, bs=args.bs, device=device), getattr(vl, args.arch),
-                           pretrained=False, n_out=10,
-                              loss_func=torch.nn.CrossEntropyLoss()).model.to(device)
+                              pretrained=False, n_out=10, loss_func=torch.nn.CrossEntropyLoss()).model.to(device)
     ddp = DDP(model, device_ids=[device.index] if device.type == 'cuda' else None)
     opt = torch.optim.Adam(model.parameters(), lr=1e-4, fused=device.type == 'cuda')
     ds = TensorDataset(X, y)
-    dl = DataLoader(ds, batch_size=args.bs, sampler=DistributedSampler(ds, seed=0), drop_last=True)
+    dl = DataLoader(ds, batch_size=args.bs, sampler=DistributedSampler(ds, seed=0), drop_last=True,
+                    pin_memory=device.type == 'cuda')
     loss_func, ddp = torch.nn.CrossEntropyLoss(), ddp.train()
     for i, (xb, yb) in enumerate(dl):
         if i == args.warmup: _sync(device); start = time.perf_counter()
@@ -134,6 +136,17 @@ def launch(args, name, kind, world, plain=False):
         return json.loads(result.read_text())
 
 
+def _median(xs): return sorted(xs)[len(xs) // 2]
+
+
+def _summary(runs):
+    "The median images/s (and all-reduce ms) of a row's runs, and the best images/s; None if none succeeded."
+    if not runs: return None
+    ms = [r['allreduce_ms'] for r in runs if r['allreduce_ms'] is not None]
+    return {'images_s': _median([r['images_s'] for r in runs]), 'best': max(r['images_s'] for r in runs),
+            'allreduce_ms': _median(ms) if ms else None}
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument('--device', default='cpu', choices=['cpu', 'cuda'])
@@ -143,6 +156,7 @@ def main():
     p.add_argument('--batches', type=int, default=None, help="timed batches per process: 8 on the CPU, 60 on CUDA")
     p.add_argument('--warmup', type=int, default=3)
     p.add_argument('--nprocs', default='1,2', help="process counts of the CPU rows")
+    p.add_argument('--repeats', type=int, default=3, help="runs of each row, round-robin (default: 3)")
     p.add_argument('--timeout', type=int, default=600)
     p.add_argument('--worker', default=None, help=argparse.SUPPRESS)
     p.add_argument('--result', default=None, help=argparse.SUPPRESS)
@@ -161,20 +175,25 @@ def main():
     print(f"{args.arch}, {args.size} px, batch {args.bs} per process, {args.batches} timed batches, "
           f"{args.device} ({'nccl' if cuda else 'gloo'}), load average {os.getloadavg()[0]:.1f} on "
           f"{len(os.sched_getaffinity(0))} cores")
-    print(f"{'run':<24}{'images/s':>10}{'allreduce ms':>14}{'vs torch DDP':>14}")
-    results = {name: launch(args, name, kind, n, plain) for name, kind, n, plain in rows}
+    runs = {name: [] for name, *_ in rows}
+    for _ in range(args.repeats):
+        for name, kind, n, plain in rows:
+            r = launch(args, name, kind, n, plain)
+            if r is not None: runs[name].append(r)
+    results = {name: _summary(rs) for name, rs in runs.items()}
+    print(f"{'run':<24}{'images/s':>10}{'best':>8}{'allreduce ms':>14}{'vs torch DDP':>14}")
     for name, kind, n, plain in rows:
         r = results[name]
         if r is None: print(f"{name:<24}{'failed':>10}"); continue
         ref = results.get(f'torch DDP, {n} proc') if kind == 'minifast' and not plain else None
         ratio = f"{r['images_s'] / ref['images_s']:.0%}" if ref else ''
         ms = f"{r['allreduce_ms']:.1f}" if r['allreduce_ms'] is not None else ''
-        print(f"{name:<24}{r['images_s']:>10.1f}{ms:>14}{ratio:>14}")
-    if cuda:
-        mf, ref = results.get('distrib_ctx, 1 proc'), results.get('torch DDP, 1 proc')
-        if mf and ref:
-            met = 'met' if mf['images_s'] >= 0.95 * ref['images_s'] else 'NOT met'
-            print(f"target: distrib_ctx at >= 95% of the torch DDP loop: {met}")
+        print(f"{name:<24}{r['images_s']:>10.1f}{r['best']:>8.1f}{ms:>14}{ratio:>14}")
+    mf, ref = results.get('distrib_ctx, 1 proc'), results.get('torch DDP, 1 proc')
+    if mf and ref:   # the target is set for one GPU; on a shared CPU the ratio is information only
+        ratio = mf['images_s'] / ref['images_s']
+        verdict = ('met' if ratio >= 0.95 else 'NOT met') if cuda else 'not judged on the CPU'
+        print(f"distrib_ctx on 1 process: {ratio:.0%} of the hand-written torch DDP loop (target >= 95%): {verdict}")
 
 
 if __name__ == '__main__':

@@ -150,9 +150,15 @@ def _phases(learn, pretrained, epochs, freeze_epochs, lr):
 
 # %% ../nbs/90_cli.ipynb #b0c0388f
 def _train_ctx(learn):
-    "The context the learner trains in: nothing yet; `learn.distrib_ctx()` under torchrun."
+    "The context the learner trains in: `learn.distrib_ctx()` under torchrun, else nothing."
     import contextlib
-    return contextlib.nullcontext(learn)
+    from minifast.distributed import launched_by_torchrun
+    if not launched_by_torchrun(): return contextlib.nullcontext(learn)
+    # SyncBatchNorm needs CUDA: on a CPU each rank keeps its own batch statistics, which a user of the command
+    # cannot change, so it goes without distrib_ctx's warning
+    return learn.distrib_ctx(sync_bn=learn.dls.device.type == 'cuda')
+
+def _quiet(*args, **kwargs): "Print nothing (the ranks other than 0 under torchrun)."
 
 def _is_main_process() -> bool:
     "Whether this process writes the outputs: always, except the ranks other than 0 under torchrun."
@@ -207,6 +213,7 @@ def run_train(data_dir, out='train_out', label_re=None, label_from=None, csv=Non
     if sum(o is not None for o in (label_re, label_from, csv)) > 1:
         raise ValueError("Label the images one way: --label-re, --label-from folder or --csv.")
     out = Path(out); out.mkdir(parents=True, exist_ok=True)
+    if not _is_main_process(): print_fn = _quiet  # under torchrun: one voice, rank 0's
     torch.manual_seed(seed)  # the new head's initial weights (a resumed run loads its checkpoint's)
     dls = _train_data(data_dir, label_re, label_from, csv, fn_col, label_col, size, presize or round(size * 1.25),
                       bs, valid_pct, seed, num_workers)
@@ -303,3 +310,7 @@ def main(argv=None):
             label, idx, probs = learn.predict(fname)
             print(f"{fname}\t{label}\t{float(probs[idx]):.3f}")
     return 0
+
+# %% ../nbs/90_cli.ipynb #d8e2f3a4
+#| eval: false
+if __name__ == '__main__': sys.exit(main())

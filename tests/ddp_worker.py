@@ -85,6 +85,21 @@ def vision(out):
     return res
 
 
+def cli(out, *extra):
+    "`minifast train` as torchrun starts it on each rank; the learner it builds is kept to hash its final weights."
+    import minifast.vision.learner
+    from minifast.cli import main
+    made, build = [], minifast.vision.learner.vision_learner
+    def keep(*args, **kwargs):
+        made.append(build(*args, **kwargs))
+        return made[-1]
+    minifast.vision.learner.vision_learner = keep   # run_train imports it when it runs
+    out = Path(out)
+    code = main(['train', str(out/'images'), '--label-re', r'(.+)_\d+.jpg$', '--size', '32', '--presize', '40',
+                 '--epochs', '2', '--bs', '4', '--num-workers', '0', '--out', str(out/'run'), *extra])
+    return {'code': code, 'hash': state_hash(made[0].model)}
+
+
 def fail(out):
     learn = Learner(synth_dls(n=64, n_valid=16, bs=8), synth_mlp(seed=0), lr=1e-2, path=out)
     with learn.distrib_ctx():
@@ -95,6 +110,6 @@ def fail(out):
 
 
 if __name__ == '__main__':
-    mode, out = sys.argv[1], sys.argv[2]
-    res = {'synth': synth, 'vision': vision, 'fail': fail}[mode](out)
+    mode, out, extra = sys.argv[1], sys.argv[2], sys.argv[3:]
+    res = {'synth': synth, 'vision': vision, 'fail': fail, 'cli': cli}[mode](out, *extra)
     Path(out, f"rank{os.environ['RANK']}.json").write_text(json.dumps(res))

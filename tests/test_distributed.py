@@ -32,17 +32,17 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def torchrun(mode, out, timeout=120):
+def torchrun(mode, out, *extra, timeout=120):
     "Run the worker's `mode` on 2 processes; the completed process (its output in `.stdout`)."
     env = {k: v for k, v in os.environ.items() if k not in ('RANK', 'WORLD_SIZE', 'MASTER_ADDR', 'MASTER_PORT')}
-    env.update(OMP_NUM_THREADS='1', PYTHONWARNINGS='ignore')
+    env.update(OMP_NUM_THREADS='1', PYTHONWARNINGS='ignore', MINIFAST_HOME=str(Path(out)/'home'))
     cmd = [sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node', '2', '--master_addr', '127.0.0.1',
-           '--master_port', str(free_port()), str(WORKER), mode, str(out)]
+           '--master_port', str(free_port()), str(WORKER), mode, str(out), *extra]
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
 
 
-def ranks(mode, out):
-    proc = torchrun(mode, out)
+def ranks(mode, out, *extra, timeout=120):
+    proc = torchrun(mode, out, *extra, timeout=timeout)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return [json.loads((out/f'rank{r}.json').read_text()) for r in range(2)], proc
 
@@ -79,6 +79,8 @@ def test_two_ranks_train_as_one_process_would(synth_run):
         assert r['values'][r['best_epoch']][1:] == pytest.approx(r['ref_validate'], rel=1e-6)  # its weights are back
         assert r['preds_close']   # get_preds gathers the ranks' predictions in dataset order
     assert r0['values'] == r1['values']   # the same table on both: early stopping and the trackers agree
+    better = [line for line in proc.stdout.splitlines() if line.startswith('Better model found')]
+    assert better and len(better) == len(set(better))   # the trackers' messages: rank 0's only
     # a step with an infinite loss on rank 1 only is skipped on both (else the weights would differ)
     assert r0['skipped'] == r1['skipped'] == [1]
     # rank 0 alone prints the table and writes the log and the files
@@ -98,6 +100,44 @@ def test_fine_tune_and_lr_find_run_in_step_with_one_export(vision_run):
     assert sorted(p.name for p in out.glob('*.pkl')) == ['export.pkl']
     from minifast.vision.all import load_learner
     assert state_hash(load_learner(out/'export.pkl').model) == r0['hash']
+
+
+def test_minifast_train_under_torchrun_writes_one_export_predict_reads_it_and_resume_is_exact(tmp_path, capsys):
+    from minifast.cli import main
+    from minifast.data.toy_pets import draw_toy_pet
+    from minifast.vision.all import load_learner
+    (tmp_path/'images').mkdir()
+    for breed in ('Abyssinian', 'beagle', 'pug'):
+        for n in range(1, 11): draw_toy_pet(breed, n).save(tmp_path/'images'/f'{breed}_{n}.jpg')
+    (r0, r1), proc = ranks('cli', tmp_path, timeout=600)
+    assert r0['code'] == r1['code'] == 0 and r0['hash'] == r1['hash']   # one model on both ranks
+    run, ck = tmp_path/'run', tmp_path/'run'/'checkpoints'
+    assert sorted(p.name for p in run.iterdir()) == ['checkpoints', 'confusion_matrix.png', 'loss.png', 'model.pkl',
+                                                      'results.json']
+    assert sorted(p.name for p in ck.iterdir()) == ['frozen_0.pth', 'unfrozen_0.pth', 'unfrozen_1.pth']
+    out = proc.stdout.splitlines()
+    assert sum(line.startswith('epoch ') for line in out) == 2   # a table per phase, rank 0's
+    assert sum(line.startswith('Done: ') for line in out) == 1 and sum('saved' in line for line in out) == 2
+    assert sum(' training and 6 validation images' in line for line in out) == 1
+    results = json.loads((run/'results.json').read_text())
+    assert [(r['phase'], r['epoch']) for r in results['history']] == [('frozen', 0), ('unfrozen', 0), ('unfrozen', 1)]
+    assert state_hash(load_learner(run/'model.pkl').model) == r0['hash']   # the export holds the trained weights
+    image = tmp_path/'images'/'pug_3.jpg'
+    capsys.readouterr()
+    assert main(['predict', str(run/'model.pkl'), str(image)]) == 0
+    fname, label, prob = capsys.readouterr().out.strip().splitlines()[-1].split('\t')
+    assert fname == str(image) and label in results['vocab'] and 0 < float(prob) <= 1
+
+    # killed in the unfrozen phase: --resume under torchrun ends with the same weights
+    full = torch.load(ck/'unfrozen_1.pth', weights_only=True)['model']
+    (ck/'unfrozen_1.pth').unlink()
+    (q0, q1), proc = ranks('cli', tmp_path, '--resume', timeout=600)
+    assert q0['code'] == q1['code'] == 0 and q0['hash'] == q1['hash'] == r0['hash']
+    said = [line for line in proc.stdout.splitlines() if line.startswith('--resume: ')]
+    assert said == [f"--resume: continuing from {ck/'unfrozen_0.pth'} (unfrozen phase, after epoch 0)."]
+    resumed = torch.load(ck/'unfrozen_1.pth', weights_only=True)['model']
+    assert all(torch.equal(full[k], resumed[k]) for k in full)
+    assert json.loads((run/'results.json').read_text())['history'] == results['history']
 
 
 def test_a_rank_that_raises_stops_the_others_instead_of_hanging(tmp_path):
@@ -138,6 +178,25 @@ def test_on_ranks_other_than_0_the_rank0_only_callbacks_do_not_run(tmp_path, cap
     learn.main_process = True
     learn.fit(1)
     assert 'valid_loss' in capsys.readouterr().out and (tmp_path/'history.csv').exists()
+
+
+def test_the_trackers_decide_on_every_rank_and_speak_on_rank_0_only(tmp_path, capsys):
+    from minifast.callback.tracker import EarlyStoppingCallback, ReduceLROnPlateau, SaveModelCallback
+    said = {}
+    for main_process in (True, False):
+        learn = Learner(synth_dls(n=64, n_valid=16), synth_mlp(seed=0), lr=1e-2, path=tmp_path)
+        learn.remove_cb(learn.progress)
+        learn.main_process = main_process   # False: what distrib_ctx sets on rank 1, 2...
+        # min_delta so large that only the first epoch is a new best: a save, then a reduced lr, then a stop
+        cbs = [SaveModelCallback(min_delta=1e6, fname=f'best{main_process}'), ReduceLROnPlateau(min_delta=1e6),
+               EarlyStoppingCallback(min_delta=1e6, patience=2)]
+        capsys.readouterr()
+        learn.fit(5, cbs=cbs)
+        said[main_process] = capsys.readouterr().out
+        assert len(learn.recorder.values) == 3 and cbs[2].stopped_epoch == 2   # the same decisions on every rank
+    assert 'Better model found at epoch 0' in said[True] and 'reducing lr' in said[True]
+    assert 'stopping early after epoch 2' in said[True]
+    assert said[False] == ''
 
 
 def test_only_rank_0_writes_checkpoints_and_exports(tmp_path, monkeypatch):

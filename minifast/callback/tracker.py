@@ -43,6 +43,10 @@ class TrackerCallback(Callback):
         if self.reset_on_fit or self.best is None: self.best = math.inf if self.comp is np.less else -math.inf
         self.new_best = False
 
+    def _say(self, message):
+        "Print `message` on rank 0 only under `distrib_ctx` (every rank takes the same decision, one tells it)."
+        if getattr(self.learn, 'main_process', True): print(message)
+
     def after_epoch(self):
         "Compare this epoch's value with the best so far."
         self.new_best = self.evaluated = False
@@ -73,8 +77,8 @@ class EarlyStoppingCallback(TrackerCallback):
         self.wait = 0 if self.new_best else self.wait + 1
         if self.wait >= self.patience:
             self.stopped_epoch = self.learn.epoch
-            print(f"No improvement of {self.monitor} since epoch {self.learn.epoch - self.wait} "
-                  f"(best {self.best:.6g}): stopping early after epoch {self.learn.epoch}.")
+            self._say(f"No improvement of {self.monitor} since epoch {self.learn.epoch - self.wait} "
+                      f"(best {self.best:.6g}): stopping early after epoch {self.learn.epoch}.")
             raise CancelFitException()
 
 # %% ../../nbs/19_callback.tracker.ipynb #d9e4b3e3
@@ -99,7 +103,7 @@ class SaveModelCallback(TrackerCallback):
         if self.every_epoch:
             if (epoch % int(self.every_epoch)) == 0: self.learn.save(f'{self.fname}_{epoch}', with_opt=self.with_opt)
         elif self.new_best:
-            print(f"Better model found at epoch {epoch} with {self.monitor} value: {self.best:.6g}.")
+            self._say(f"Better model found at epoch {epoch} with {self.monitor} value: {self.best:.6g}.")
             self.learn.save(self.fname, with_opt=self.with_opt)
             self.best_epoch = epoch
 
@@ -132,7 +136,8 @@ class ReduceLROnPlateau(TrackerCallback):
         opt = self.learn.opt
         old = [h['lr'] for h in opt.hypers]
         opt.set_hyper('lr', [max(lr / self.factor, self.min_lr) for lr in old])
-        if opt.hypers[-1]['lr'] < old[-1]: print(f"Epoch {self.learn.epoch}: reducing lr to {opt.hypers[-1]['lr']:g}")
+        if opt.hypers[-1]['lr'] < old[-1]:
+            self._say(f"Epoch {self.learn.epoch}: reducing lr to {opt.hypers[-1]['lr']:g}")
 
 # %% ../../nbs/19_callback.tracker.ipynb #19771389
 def _running_stats(model):
