@@ -302,3 +302,15 @@ def test_boxes_cut_away_by_the_batch_crop_lose_their_labels():
     _, b, lbl = next(iter(dblock.dataloaders([0], bs=1, device='cpu', seed=0, num_workers=0).valid))
     assert (b[0, 0] == 0).all() and lbl[0].tolist() == [0, 2]
     assert (b[0, 1].abs() < 1).all()   # the square, in the middle, stays whole
+
+
+def test_a_point_or_a_box_that_is_wrong_names_its_image_file(tmp_path):
+    fnames = _seg_files(tmp_path, 1)
+    with pytest.raises(ValueError, match=r"\[100.0, 5.0\] \(x, y\) of the image .*im0.png lies outside its image of "
+                                         r"96x80 pixels: fix get_y"):
+        DataBlock(blocks=(ImageBlock, PointBlock), get_y=lambda o: [100., 5.],
+                  splitter=lambda items: ([0], [])).dataloaders(fnames, bs=1, device='cpu', num_workers=0).one_batch()
+    with pytest.raises(ValueError, match=r"the box \[50.0, 5.0, 10.0, 20.0\] of the image .*im0.png has x2 < x1"):
+        DataBlock(blocks=(ImageBlock, BBoxBlock, BBoxLblBlock), n_inp=1, get_y=[lambda o: [[50., 5., 10., 20.]],
+                                                                                lambda o: ['a']],
+                  splitter=lambda items: ([0], [])).dataloaders(fnames, bs=1, device='cpu', num_workers=0).one_batch()

@@ -189,7 +189,7 @@ def _summary_sample(dsets, after_item, i, generator, out, verbose):
     for k, (pipe, x) in enumerate(zip(after_item, sample)):
         say(f"    element {k}:" + ('' if len(pipe) else ' none'))
         if lead is not None and dsets.kinds[k] in FOLLOWER_KINDS:   # a mask or points: the image's draws and size
-            generator.set_state(start); x = _set_img_size(x, _hw(sample[lead]))
+            generator.set_state(start); x = _set_img_size(x, _hw(sample[lead]), getattr(sample[lead], 'fn', None))
         x, failed = _run_steps(pipe, x, 0, generator, '      ', say)
         if failed is not None:
             if not verbose: out(f"  item {i} ({item}): FAILED applying to element {k} the item transform {failed}")
