@@ -303,6 +303,10 @@ class L1LossFlat(BaseLoss):
         return F.l1_loss(x, t.to(x.dtype), reduction=self.reduction)
 
 # %% ../nbs/10_losses.ipynb #8587448f
+def _pixel_cross_entropy():
+    "A mask's default loss: one class per pixel, the scores on axis 1 of `(N, C, H, W)` predictions."
+    return CrossEntropyLossFlat(axis=1)
+
 for _kind, _loss in {'category': CrossEntropyLossFlat, 'multicategory': BCEWithLogitsLossFlat,
-                     'regression': MSELossFlat, 'points': MSELossFlat}.items():
+                     'regression': MSELossFlat, 'points': MSELossFlat, 'mask': _pixel_cross_entropy}.items():
     register_default_loss(_kind, _loss)

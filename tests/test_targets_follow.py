@@ -198,6 +198,23 @@ def test_show_batch_draws_masks_points_and_boxes():
     plt.close(fig)
 
 
+def test_large_jpegs_are_not_draft_decoded_when_targets_follow_them(tmp_path):
+    """A small Resize lets the image loader decode a JPEG at 1/2, 1/4 or 1/8 scale; a mask file and points are in the
+    full image's pixels, so with them the image must be decoded at full size."""
+    big = np.zeros((480, 640, 3), np.uint8)
+    big[160:320, 320:480] = 255                      # the square: x 320-480, y 160-320
+    mask = np.zeros((480, 640), np.uint8)
+    mask[160:320, 320:480] = 1
+    Image.fromarray(big).save(tmp_path/'big.jpg', quality=95)
+    Image.fromarray(mask).save(tmp_path/'big_P.png')
+    block = DataBlock(blocks=(ImageBlock, MaskBlock(codes=['background', 'square']), PointBlock), n_inp=1,
+                      get_y=[lambda o: o.parent/f'{o.stem}_P.png', lambda o: [400., 240.]],
+                      splitter=lambda items: ([0], []), item_tfms=Resize(64, method='squish'))
+    x, m, pts = block.dataloaders([tmp_path/'big.jpg'], bs=1, device='cpu', num_workers=0).one_batch()
+    assert m.shape == (1, 64, 64) and (m[0][x[0, 0] > 0.9] == 1).all() and (m[0][x[0, 0] < 0.1] == 0).all()
+    torch.testing.assert_close(pts, torch.tensor([[[0.25, 0.]]]))   # the square's centre: 5/8 across, halfway down
+
+
 def test_follower_transforms_are_rebuilt_from_their_config():
     "An export file rebuilds each pipeline from get_config: the kind must survive."
     fused = aug_transforms(size=32)[0].for_kind('mask').fuse(Rotate(p=1.).for_kind('mask'))
@@ -285,3 +302,15 @@ def test_boxes_cut_away_by_the_batch_crop_lose_their_labels():
     _, b, lbl = next(iter(dblock.dataloaders([0], bs=1, device='cpu', seed=0, num_workers=0).valid))
     assert (b[0, 0] == 0).all() and lbl[0].tolist() == [0, 2]
     assert (b[0, 1].abs() < 1).all()   # the square, in the middle, stays whole
+
+
+def test_a_point_or_a_box_that_is_wrong_names_its_image_file(tmp_path):
+    fnames = _seg_files(tmp_path, 1)
+    with pytest.raises(ValueError, match=r"\[100.0, 5.0\] \(x, y\) of the image .*im0.png lies outside its image of "
+                                         r"96x80 pixels: fix get_y"):
+        DataBlock(blocks=(ImageBlock, PointBlock), get_y=lambda o: [100., 5.],
+                  splitter=lambda items: ([0], [])).dataloaders(fnames, bs=1, device='cpu', num_workers=0).one_batch()
+    with pytest.raises(ValueError, match=r"the box \[50.0, 5.0, 10.0, 20.0\] of the image .*im0.png has x2 < x1"):
+        DataBlock(blocks=(ImageBlock, BBoxBlock, BBoxLblBlock), n_inp=1, get_y=[lambda o: [[50., 5., 10., 20.]],
+                                                                                lambda o: ['a']],
+                  splitter=lambda items: ([0], [])).dataloaders(fnames, bs=1, device='cpu', num_workers=0).one_batch()

@@ -161,9 +161,12 @@ def predict_batch(learn, b, n_inp: int = 1):
     return decodes(out) if decodes is not None else out
 
 def decode_preds(dl, b, decoded, n_inp: int = 1) -> list:
-    "One decoded prediction per item: `decoded` (a batch) in place of the target of `b`, through `dl`'s decoding."
-    pb = tuple(b[:n_inp]) + (decoded,) + tuple(b[n_inp + 1:])
-    return [s[n_inp] for s in dl.decode_batch(pb, max_n=len(decoded))]
+    """One decoded prediction per item: `decoded` (a batch) in place of the target of `b`, through `dl`'s decoding.
+    A tuple `decoded` (boxes and their labels) takes the place of as many targets and gives a tuple per item."""
+    outs = tuple(decoded) if isinstance(decoded, (tuple, list)) else (decoded,)
+    pb = tuple(b[:n_inp]) + outs + tuple(b[n_inp + len(outs):])
+    samples = dl.decode_batch(pb, max_n=len(outs[0]))
+    return [s[n_inp] if len(outs) == 1 else tuple(s[n_inp:n_inp + len(outs)]) for s in samples]
 
 def show_results(learn, dl, max_n=9, nrows=None, ncols=None, figsize=None, **kwargs):
     "What `Learner.show_results` draws: the first `max_n` items of `dl` with targets and predictions; the figure."

@@ -96,6 +96,7 @@ class DataBlock:
     def _type_pipelines(self):
         pipes = [[g] + b.type_tfms if g is not None else list(b.type_tfms) for g, b in zip(self.getters, self.blocks)]
         draft = [t.draft_size() for t in self.item_tfms if hasattr(t, 'draft_size')]
+        if any(k in FOLLOWER_KINDS for k in self.kinds): draft = []   # masks and points are in full-size pixels
         for p in pipes:  # tell image loaders how small they may decode (JPEG draft mode)
             for t in p:
                 if hasattr(t, 'draft_size') and not callable(t.draft_size): t.draft_size = max(draft) if draft else None
@@ -188,7 +189,7 @@ def _summary_sample(dsets, after_item, i, generator, out, verbose):
     for k, (pipe, x) in enumerate(zip(after_item, sample)):
         say(f"    element {k}:" + ('' if len(pipe) else ' none'))
         if lead is not None and dsets.kinds[k] in FOLLOWER_KINDS:   # a mask or points: the image's draws and size
-            generator.set_state(start); x = _set_img_size(x, _hw(sample[lead]))
+            generator.set_state(start); x = _set_img_size(x, _hw(sample[lead]), getattr(sample[lead], 'fn', None))
         x, failed = _run_steps(pipe, x, 0, generator, '      ', say)
         if failed is not None:
             if not verbose: out(f"  item {i} ({item}): FAILED applying to element {k} the item transform {failed}")

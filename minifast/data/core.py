@@ -408,10 +408,15 @@ class DataLoaders:
 
     @property
     def c(self):
-        "The number of outputs a model needs: the number of classes for a classifier."
+        """The number of outputs a model needs: the number of classes for a classifier (or a mask's codes), the
+        numbers per item of a float target (`n * 2` for `n` key points)."""
         if self.vocab is not None: return len(self.vocab)
         y = self.train.one_batch()[self.n_inp]
-        return y.shape[-1] if y.ndim > 1 else 1
+        if y.ndim > 1 and not (y.is_floating_point() or y.dtype == torch.bool):
+            raise ValueError(f"DataLoaders.c: the targets are class codes of shape {tuple(y.shape[1:])} per item but "
+                             "the data has no vocab to count the classes from; pass the class names (for masks: "
+                             "MaskBlock(codes=...)) or give the learner n_out=.")
+        return y[0].numel() if y.ndim > 1 else 1
 
     def to(self, device):
         "Send every loader's batches to `device`; returns self."

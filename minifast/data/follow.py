@@ -35,9 +35,10 @@ def blank_dropped_labels(sample, kinds) -> tuple:
     return tuple(out)
 
 # %% ../../nbs/02b_data.follow.ipynb #bb20c04d
-def _set_img_size(o, hw):
-    "Tell a follower the (h, w) of its image, as the attribute `img_size` (a tensor or a PIL image takes one)."
-    try: o.img_size = hw
+def _set_img_size(o, hw, img_fn=None):
+    """Tell a follower the (h, w) of its image, as the attribute `img_size` (a tensor or a PIL image takes one), and
+    the image's file `img_fn` (if it has one), which its errors name."""
+    try: o.img_size, o.img_fn = hw, img_fn
     except AttributeError: pass
     return o
 
@@ -59,7 +60,7 @@ def apply_pipelines(pipes, sample, kinds=None, split_idx=None, generator=None) -
         if k == lead: continue
         if kind in FOLLOWER_KINDS:
             generator.set_state(start)
-            o = _set_img_size(o, hw)
+            o = _set_img_size(o, hw, getattr(sample[lead], 'fn', None))
         out[k] = p(o, split_idx=split_idx, generator=generator)
     generator.set_state(end)
     return blank_dropped_labels(out, kinds)

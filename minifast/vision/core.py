@@ -118,6 +118,7 @@ class PILImage(Image.Image):
             img = _to_rgb(ImageOps.exif_transpose(Image.open(io.BytesIO(fn))))
         else: img = load_image(fn, draft_size=draft_size)
         img.__class__ = cls  # a plain PIL image becomes a PILImage: same data, one more method
+        if isinstance(fn, (str, Path)): img.fn = Path(fn)   # named by the errors of its mask, points or boxes
         return img
 
     @property

@@ -7,7 +7,7 @@ __all__ = ['arch_families', 'resnet18', 'resnet34', 'resnet50', 'resnet101', 're
            'regnet_y_400mf', 'efficientnet_lite0', 'cnn_learner', 'ArchFamily', 'register_arch_family', 'Arch',
            'timm_arch', 'get_arch', 'AdaptiveConcatPool2d', 'SigmoidRange', 'create_head', 'num_features',
            'adapt_first_conv', 'create_vision_model', 'vision_splitter', 'vision_learner', 'create_unet_model',
-           'unet_learner', 'show_mask_results']
+           'unet_learner', 'show_mask_results', 'show_point_results', 'show_bbox_results']
 
 # %% ../../nbs/21_vision.learner.ipynb #00fd92fd
 from pathlib import Path
@@ -20,10 +20,11 @@ from ..data.transforms import Pipeline
 from ..learner import Learner
 from ..optimizer import Adam
 from ..callback.preds import register_show_results
-from .core import Normalize, imagenet_stats, show_image
+from .core import Normalize, _subplots, imagenet_stats, show_image
 from ..losses import CrossEntropyLossFlat
 from .models import efficientnet_lite as lite0
 from .models.unet import DynamicUnet
+from .targets import show_boxes, show_points
 
 # %% ../../nbs/21_vision.learner.ipynb #7c08b721
 class ArchFamily:
@@ -390,6 +391,46 @@ def show_mask_results(samples, preds, kinds, nrows=None, ncols=None, figsize=Non
     return fig
 
 register_show_results('mask', show_mask_results)
+
+# %% ../../nbs/21_vision.learner.ipynb #c82e3d51
+def _target_and_pred_axes(samples, preds, kinds, kind, nrows, ncols, figsize, titles, target_color, pred_color):
+    "Each sample's image on its axis, then `(ax, target, pred)` for each; the figure and those triples."
+    k = kinds.index(kind)
+    fig, axs = _subplots(len(samples), nrows, ncols, figsize)
+    for i, (s, ax) in enumerate(zip(samples, axs)):
+        show_image(s[0], ax=ax, title=None if titles is None else titles[i])
+    for ax in axs[len(samples):]: ax.axis('off')
+    fig.suptitle(f"target: {target_color}, prediction: {pred_color}", fontsize=9)
+    return fig, [(ax, s, k, p) for s, p, ax in zip(samples, preds, axs)]
+
+def show_point_results(samples, preds, kinds, nrows=None, ncols=None, figsize=None, titles=None,
+                       target_color='lime', pred_color='red', size=30, **kwargs):
+    """Draw each decoded `(image, points)` sample with its target points (`target_color`) and predicted points
+    `preds[i]` (`pred_color`) as dots, both (n, 2) in [-1, 1]. Returns the figure."""
+    fig, todo = _target_and_pred_axes(samples, preds, kinds, 'points', nrows, ncols, figsize, titles, target_color,
+                                      pred_color)
+    for ax, s, k, p in todo:
+        show_points(s[k], ax, color=target_color, size=size, **kwargs)
+        show_points(p, ax, color=pred_color, size=size, **kwargs)
+    fig.tight_layout()
+    return fig
+
+def show_bbox_results(samples, preds, kinds, nrows=None, ncols=None, figsize=None, titles=None,
+                      target_color='lime', pred_color='red', **kwargs):
+    """Draw each decoded `(image, boxes[, labels])` sample with its target boxes (`target_color`) and predicted boxes
+    (`pred_color`) as labelled rectangles; `preds[i]` is boxes (m, 4) in [-1, 1] or a tuple `(boxes, labels)`."""
+    fig, todo = _target_and_pred_axes(samples, preds, kinds, 'bbox', nrows, ncols, figsize, titles, target_color,
+                                      pred_color)
+    kl = kinds.index('bbox_label') if 'bbox_label' in kinds else None
+    for ax, s, k, p in todo:
+        show_boxes(s[k], ax, labels=s[kl] if kl is not None else None, color=target_color, **kwargs)
+        boxes, labels = p if isinstance(p, tuple) else (p, None)
+        show_boxes(boxes, ax, labels=labels, color=pred_color, **kwargs)
+    fig.tight_layout()
+    return fig
+
+register_show_results('points', show_point_results)
+register_show_results('bbox', show_bbox_results)
 
 # %% ../../nbs/21_vision.learner.ipynb #a7c1e0f2
 from ..export import register_model_builder

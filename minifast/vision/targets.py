@@ -89,14 +89,8 @@ class ToTensorPoint(Transform):
     def encodes(self, o): return TensorPoint.create(o)
 
 class ToTensorBBox(Transform):
-    "Type transform of `BBoxBlock`: boxes (x1, y1, x2, y2) in pixels -> `TensorBBox` (n, 4); x2 < x1 is refused."
-    def encodes(self, o):
-        b = TensorBBox.create(o)
-        bad = (b[:, 2] < b[:, 0]) | (b[:, 3] < b[:, 1])
-        if bool(bad.any()):
-            raise ValueError(f"BBoxBlock: the box {b[bad][0].tolist()} has x2 < x1 or y2 < y1; boxes are "
-                             "(x1, y1, x2, y2) with the top-left corner first.")
-        return b
+    "Type transform of `BBoxBlock`: boxes (x1, y1, x2, y2) in pixels -> `TensorBBox` (n, 4)."
+    def encodes(self, o): return TensorBBox.create(o)
 
 # %% ../../nbs/06c_vision.targets.ipynb #bb2eccd3
 def _check_size(mask, hw):
@@ -129,11 +123,18 @@ class PointScaler(Transform):
     order = 0
     def encodes(self, o):
         h, w = _need_size(o, 'PointBlock' if o.shape[-1] == 2 else 'BBoxBlock')
+        of = f" of the image {o.img_fn}" if getattr(o, 'img_fn', None) is not None else ''
+        if o.shape[-1] == 4:
+            b = o.as_subclass(torch.Tensor).reshape(-1, 4)
+            bad = (b[:, 2] < b[:, 0]) | (b[:, 3] < b[:, 1])
+            if bool(bad.any()):
+                raise ValueError(f"BBoxBlock: the box {b[bad][0].tolist()}{of} has x2 < x1 or y2 < y1; boxes are "
+                                 "(x1, y1, x2, y2) with the top-left corner first: fix get_y.")
         xy = o.as_subclass(torch.Tensor).reshape(-1, 2)
         outside = (xy[:, 0] < 0) | (xy[:, 0] > w) | (xy[:, 1] < 0) | (xy[:, 1] > h)
         if bool(outside.any()):
-            raise ValueError(f"The point {xy[outside][0].tolist()} (x, y) lies outside its image of {w}x{h} pixels: "
-                             "fix get_y (x is the column, y the row, in pixels).")
+            raise ValueError(f"The point {xy[outside][0].tolist()} (x, y){of} lies outside its image of {w}x{h} "
+                             "pixels: fix get_y (x is the column, y the row, in pixels).")
         res = (xy * torch.tensor([2 / w, 2 / h]) - 1).reshape(o.shape)
         res.img_size = (h, w)
         return res
