@@ -4,7 +4,7 @@
 
 # %% auto #0
 __all__ = ['Datasets', 'DatasetSubset', 'default_num_workers', 'register_show', 'show_function', 'DataLoader',
-           'register_default_loss', 'DataLoaders']
+           'register_default_loss', 'DataLoaders', 'dls_html']
 
 # %% ../../nbs/02_data.core.ipynb #51e23ad8
 import os
@@ -15,6 +15,7 @@ from torch.utils.data import DistributedSampler
 from fastcore.foundation import L
 
 from ..core import default_device, listify, to_device
+from ..display import html_block, html_table, safe_html
 from .collate import _Samples, _collate, _example, _shape_mismatch
 from .follow import apply_pipelines, pad_samples
 from .transforms import Categorize, Pipeline, Transform
@@ -466,3 +467,19 @@ class DataLoaders:
         return cls(train, valid, path=path)
 
     def __repr__(self): return f"DataLoaders(train: {self.train}, valid: {self.valid})"
+    def _repr_html_(self): return safe_html(dls_html, self)
+
+def dls_html(dls, max_vocab=20) -> str:
+    """A notebook's view of `dls`: items, batch size and batches of each loader, the kinds of the elements, the
+    vocabulary (its first `max_vocab` classes), device and path. Reads attributes only: no batch is drawn."""
+    names = ['train', 'valid'] + [f'loader {i}' for i in range(2, len(dls.loaders))]
+    rows = [[name, dl.n, dl.bs, len(dl), dl.shuffle, getattr(dl, 'num_workers', '-')]
+            for name, dl in zip(names, dls.loaders)]
+    table = html_table(['loader', 'items', 'bs', 'batches', 'shuffle', 'workers'], rows)
+    vocab = dls.vocab
+    shown = ('-' if vocab is None else ', '.join(map(str, list(vocab)[:max_vocab]))
+             + (f" ... ({len(vocab)} classes)" if vocab is not None and len(vocab) > max_vocab else ''))
+    info = [('kinds', ', '.join(dls.train.kinds or ()) + f" ({dls.n_inp} input)"),
+            ('vocab', shown + (f" ({len(vocab)})" if vocab is not None and len(vocab) <= max_vocab else '')),
+            ('device', str(dls.device)), ('path', str(dls.path))]
+    return html_block('DataLoaders', info, [table])
