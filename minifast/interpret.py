@@ -14,6 +14,7 @@ import torch
 from .core import import_pandas
 from .callback.preds import decode_preds, show_results_function
 from .data.core import show_function
+from .display import html_block, html_table, safe_html
 
 # %% ../nbs/22_interpret.ipynb #8db31d34
 def _cpu(t): return t.detach().cpu() if isinstance(t, torch.Tensor) else t
@@ -260,6 +261,19 @@ class ClassificationInterpretation(Interpretation):
     def print_classification_report(self):
         "Print the classification report as a text table (needs no pandas)."
         print(_report_text(_report_rows(self.confusion_matrix(), self.vocab)))
+
+    def _repr_html_(self): return safe_html(_interp_html, self)
+
+def _interp_html(interp, k=5) -> str:
+    "A notebook's view: items, accuracy and the `k` most confused pairs (from the confusion matrix: no model run)."
+    cm = interp.confusion_matrix()
+    n = int(cm.sum())
+    acc = f"{int(cm.trace()) / n:.4f}" if n else '-'
+    pairs = interp.most_confused()
+    table = html_table(['actual', 'predicted', 'items'], pairs[:k],
+                       caption=f"most confused ({min(k, len(pairs))} of {len(pairs)} pairs)")
+    return html_block(type(interp).__name__, [('items', n), ('classes', len(interp.vocab)), ('accuracy', acc)],
+                      [table])
 
 # %% ../nbs/22_interpret.ipynb #cde9543f
 class SegmentationInterpretation(Interpretation):
