@@ -33,8 +33,21 @@ dls = ImageDataLoaders.from_name_func(path/'images', get_image_files(path/'image
     'learner': 'learn = vision_learner(dls, resnet18, pretrained=False, metrics=error_rate)\nlearn',
     'fit': 'learn.progress.refresh_s = 0.05\nlearn.fit(2, 1e-3)',
     'recorder': 'learn.recorder',
+    'lr_find': 'learn.lr_find(num_it=8)',
+    'interp': 'interp = ClassificationInterpretation.from_learner(learn)\ninterp.plot_confusion_matrix()\ninterp',
+    'summary_failure': '''\
+unsized = DataBlock(blocks=(ImageBlock, CategoryBlock), get_items=get_image_files, splitter=RandomSplitter(seed=42),
+                    get_y=lambda p: 'cat' if is_cat(p.name.rsplit('_', 1)[0]) else 'dog')
+unsized.summary(path/'images')''',
+    'bad_input': '''\
+bad_dir = path/'bad'; bad_dir.mkdir(exist_ok=True)
+for i in range(8): (bad_dir/f'{"cd"[i % 2]}_{i}.jpg').write_bytes(b'not an image')
+bad = ImageDataLoaders.from_name_func(bad_dir, get_image_files(bad_dir), valid_pct=0.5, seed=0, num_workers=1,
+                                      label_func=lambda name: name[0], item_tfms=Resize(32), bs=2, device='cpu')
+next(iter(bad.train))''',
     'widgets_still_blocked': "assert 'ipywidgets' not in sys.modules",
 }
+_RAISES = {'bad_input'}
 
 
 class _RecordingClient(nbclient.NotebookClient):
@@ -55,7 +68,9 @@ def ran(tmp_path_factory):
     import os
     home = tmp_path_factory.mktemp('nb_home')
     nb = nbformat.v4.new_notebook()
-    nb.cells = [nbformat.v4.new_code_cell(src, metadata={'name': name}) for name, src in _CELLS.items()]
+    tags = lambda name: ['raises-exception'] if name in _RAISES else []  # nbclient goes on after such a cell
+    nb.cells = [nbformat.v4.new_code_cell(src, metadata={'name': name, 'tags': tags(name)})
+                for name, src in _CELLS.items()]
     env = dict(os.environ, MINIFAST_HOME=str(home), OMP_NUM_THREADS='1')
     env.pop('MPLBACKEND', None)  # the kernel's own inline backend, as in Jupyter
     old = os.environ.copy()
@@ -111,8 +126,30 @@ def test_objects_show_as_html(ran):
     assert rec['data']['text/html'].count('<tr>') == 3
 
 
+def test_lr_find_and_the_confusion_matrix_are_pictures_drawn_once(ran):
+    for name in ('lr_find', 'interp'):
+        pictures = [o for o in _outputs(ran, name) if 'image/png' in o.get('data', {})]
+        assert len(pictures) == 1, (name, [o.output_type for o in _outputs(ran, name)])
+    (interp,) = [o for o in _outputs(ran, 'interp') if o.output_type == 'execute_result']
+    assert 'most confused' in interp['data']['text/html']
+
+
+def test_a_datablock_summary_failure_is_an_html_report(ran):
+    outputs = _outputs(ran, 'summary_failure')
+    assert not [o for o in outputs if o.output_type == 'stream'], outputs
+    (report,) = [o['data']['text/html'] for o in outputs if 'text/html' in o.get('data', {})]
+    assert '&#10007; FAILED' in report and 'Resize' in report and '<pre' in report
+
+
+def test_a_bad_image_in_a_worker_shows_minifast_message(ran):
+    (err,) = [o for o in _outputs(ran, 'bad_input') if o.output_type == 'error']
+    assert err.ename == 'ImageReadError' and err.evalue.startswith('Cannot read the image'), err.evalue[:300]
+    assert any('Original Traceback' in line for line in err.traceback)  # the worker's traceback is still there
+
+
 def test_no_cell_failed_or_wrote_to_stderr(ran):
     cells, _ = ran
     for name, (_, cell) in cells.items():
+        if name in _RAISES: continue
         bad = [o for o in cell.outputs if o.output_type == 'error' or o.get('name') == 'stderr']
         assert not bad, (name, bad)

@@ -158,7 +158,14 @@ class _ItemStage(torch.utils.data.Dataset):
     def __len__(self): return len(self.dataset)
 
     def __getitem__(self, i):
-        return apply_pipelines(self.after_item, self.dataset[i], self.kinds, self.split_idx, self.generator)
+        try: return apply_pipelines(self.after_item, self.dataset[i], self.kinds, self.split_idx, self.generator)
+        except Exception as e:  # the error stays what it is; a note says which item of which set was being built
+            item = repr(self._item(i))
+            where = {0: 'training', 1: 'validation'}.get(self.split_idx, 'data')
+            e.add_note(f"minifast: while building item {i} of the {where} set: "
+                       f"{item if len(item) <= 200 else item[:200] + '...'}. `dblock.summary(source)` shows each "
+                       f"step of building an item.")
+            raise
 
     def __getitems__(self, idxs):
         "The samples at `idxs` (torch's loader fetches a batch with this), remembering `idxs`."
@@ -178,6 +185,21 @@ class _ItemStage(torch.utils.data.Dataset):
             msg = _shape_mismatch(samples, [self._item(i) for i in idxs] if idxs is not None else None, self.kinds)
             if msg is None: raise
             raise RuntimeError(f"{msg} (torch: {str(e).splitlines()[0]})") from e
+
+def _from_worker(e):
+    """torch re-raises a DataLoader worker's error with the worker's whole traceback before its message: the same
+    error with the message first (the worker's traceback stays in its `__cause__`), or None if it cannot be read."""
+    msg, t = str(e), type(e)
+    for name in (f"{t.__module__}.{t.__qualname__}", t.__qualname__):
+        k = msg.rfind(f"\n{name}: ")
+        if k >= 0: break
+    else: return None
+    original = msg[k + len(name) + 3:].strip()
+    try: new = t(original)
+    except Exception: return None  # an error class that needs more arguments: torch's own is raised
+    new.add_note("minifast: raised in a DataLoader worker process (its traceback is in the error above); with "
+                 "num_workers=0 the items are built in this process, where a debugger can step into them.")
+    return new
 
 def _seed_worker(worker_id):
     "In each worker, seed the item stage's generator from the worker seed torch derived from the loader's generator."
@@ -290,7 +312,14 @@ class DataLoader:
             self._torch_dl.dataset.generator.manual_seed(self._seed())
         batch_gen = self._batch_generator()
         non_blocking = self._torch_dl.pin_memory
-        for b in self._torch_dl:
+        batches = iter(self._torch_dl)
+        while True:
+            try: b = next(batches)
+            except StopIteration: return
+            except Exception as e:
+                readable = _from_worker(e) if self.num_workers and str(e).startswith('Caught ') else None
+                if readable is None: raise
+                raise readable from e
             yield self.after_batch_stage(to_device(tuple(b), self.device, non_blocking=non_blocking), batch_gen)
 
     def _batch_generator(self):
