@@ -144,7 +144,9 @@ def test_a_datablock_summary_failure_is_an_html_report(ran):
 def test_a_bad_image_in_a_worker_shows_minifast_message(ran):
     (err,) = [o for o in _outputs(ran, 'bad_input') if o.output_type == 'error']
     assert err.ename == 'ImageReadError' and err.evalue.startswith('Cannot read the image'), err.evalue[:300]
-    assert any('Original Traceback' in line for line in err.traceback)  # the worker's traceback is still there
+    text = '\n'.join(err.traceback)
+    assert 'Cannot read the image' in text and 'Original Traceback' in text  # the worker's traceback is still there
+    assert text.index('Cannot read the image') < text.index('Original Traceback')  # after minifast's message
 
 
 def test_no_cell_failed_or_wrote_to_stderr(ran):

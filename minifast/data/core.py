@@ -188,7 +188,7 @@ class _ItemStage(torch.utils.data.Dataset):
 
 def _from_worker(e):
     """torch re-raises a DataLoader worker's error with the worker's whole traceback before its message: the same
-    error with the message first (the worker's traceback stays in its `__cause__`), or None if it cannot be read."""
+    error with the message first and the worker's traceback in a note after it, or None if it cannot be read."""
     msg, t = str(e), type(e)
     for name in (f"{t.__module__}.{t.__qualname__}", t.__qualname__):
         k = msg.rfind(f"\n{name}: ")
@@ -197,8 +197,8 @@ def _from_worker(e):
     original = msg[k + len(name) + 3:].strip()
     try: new = t(original)
     except Exception: return None  # an error class that needs more arguments: torch's own is raised
-    new.add_note("minifast: raised in a DataLoader worker process (its traceback is in the error above); with "
-                 "num_workers=0 the items are built in this process, where a debugger can step into them.")
+    new.add_note("minifast: raised in a DataLoader worker process; with num_workers=0 the items are built in this "
+                 "process, where a debugger can step into them. The worker's traceback:\n" + msg[:k].rstrip())
     return new
 
 def _seed_worker(worker_id):
@@ -319,7 +319,7 @@ class DataLoader:
             except Exception as e:
                 readable = _from_worker(e) if self.num_workers and str(e).startswith('Caught ') else None
                 if readable is None: raise
-                raise readable from e
+                raise readable from None  # torch's error is all in the note: the message comes first, not 40 frames
             yield self.after_batch_stage(to_device(tuple(b), self.device, non_blocking=non_blocking), batch_gen)
 
     def _batch_generator(self):
