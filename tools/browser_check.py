@@ -92,9 +92,13 @@ class Check:
         print('FAIL:', msg, flush=True)
         self.failures.append(msg)
 
-    def shot(self, locator, name):
+    def shot(self, locator, name, page=None):
         path = self.out/f'{name}.png'
-        locator.screenshot(path=str(path))
+        box = locator.bounding_box() if page is not None else None
+        if box and box['height'] > 850:  # a long traceback: its top (minifast's message first), in the window
+            locator.evaluate("e => e.scrollIntoView({block: 'start'})")
+            page.screenshot(path=str(path))
+        else: locator.screenshot(path=str(path))
         print('screenshot', path, flush=True)
 
 
@@ -152,7 +156,7 @@ def check_cells(page, check, index, code):
     shots = [('fit', 'progress_done'), ('show_batch', 'show_batch'), ('lr_find', 'lr_find'),
              ('confusion_matrix', 'confusion_matrix'), ('summary_failure', 'summary_failure'),
              ('bad_input', 'bad_input'), ('learner', 'learner'), ('dls', 'dls'), ('interp', 'interp')]
-    for cell, name in shots: check.shot(cells.nth(index[cell]).locator('.jp-Cell-outputWrapper'), name)
+    for cell, name in shots: check.shot(cells.nth(index[cell]).locator('.jp-Cell-outputWrapper'), name, page)
 
 
 def check_docs(browser, check, docs: Path):

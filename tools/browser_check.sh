@@ -21,7 +21,8 @@ fi
 # the kernel is the project's .venv; every notebook cell rendered (no windowing), so each can be photographed
 .venv/bin/python -m ipykernel install --prefix .browser-venv --name minifast --display-name 'minifast (.venv)' >/dev/null
 mkdir -p .browser-venv/share/jupyter/lab/settings
-echo '{"@jupyterlab/notebook-extension:tracker": {"windowingMode": "none"}}' \
+echo '{"@jupyterlab/notebook-extension:tracker": {"windowingMode": "none"},
+       "@jupyterlab/apputils-extension:notification": {"fetchNews": "false", "checkForUpdates": false}}' \
   > .browser-venv/share/jupyter/lab/settings/overrides.json
 out="${OUT:-docs/screenshots}"
 export MPLBACKEND=module://matplotlib_inline.backend_inline OMP_NUM_THREADS="${OMP_NUM_THREADS:-2}"
