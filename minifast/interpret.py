@@ -14,6 +14,7 @@ import torch
 from .core import import_pandas
 from .callback.preds import decode_preds, show_results_function
 from .data.core import show_function
+from .display import html_block, html_table, safe_html
 
 # %% ../nbs/22_interpret.ipynb #8db31d34
 def _cpu(t): return t.detach().cpu() if isinstance(t, torch.Tensor) else t
@@ -159,12 +160,13 @@ def _report_text(rows) -> str:
     return '\n'.join(lines)
 
 # %% ../nbs/22_interpret.ipynb #8d164ecf
-def _plot_confusion(cm, vocab, normalize, title, cmap, norm_dec, plot_txt, figsize, dpi):
+def _plot_confusion(cm, vocab, normalize, title, cmap, norm_dec, plot_txt, figsize, dpi, ax=None):
     import matplotlib.pyplot as plt
     cm = cm.double()
     if normalize: cm = cm / cm.sum(1, keepdim=True).clamp(min=1)
     cm, c = cm.numpy(), len(vocab)
-    fig, ax = plt.subplots(figsize=figsize or (max(5, c * 0.5 + 2),) * 2, dpi=dpi)
+    if ax is None: fig, ax = plt.subplots(figsize=figsize or (max(5, c * 0.5 + 2),) * 2, dpi=dpi)
+    else: fig = ax.figure
     ax.imshow(cm, interpolation='nearest', cmap=cmap)
     ax.set_title(title)
     if c <= 100:  # beyond that labels only make a black smear
@@ -239,11 +241,11 @@ class ClassificationInterpretation(Interpretation):
         return ax
 
     def plot_confusion_matrix(self, normalize=False, title='Confusion matrix', cmap='Blues', norm_dec=2,
-                              plot_txt=True, figsize=None, dpi=60):
-        """Draw the confusion matrix (rows: actual, columns: predicted); `normalize` divides each row by its total.
-        Returns the figure."""
+                              plot_txt=True, figsize=None, dpi=60, ax=None):
+        """Draw the confusion matrix (rows: actual, columns: predicted) on `ax` or a new figure of `figsize`;
+        `normalize` divides each row by its total. Returns the figure."""
         return _plot_confusion(self.confusion_matrix(), self.vocab, normalize, title, cmap, norm_dec, plot_txt,
-                               figsize, dpi)
+                               figsize, dpi, ax=ax)
 
     def classification_report(self, output_dict=False):
         """Precision, recall, F1 and support per class, then accuracy and the macro and weighted averages: a
@@ -260,6 +262,19 @@ class ClassificationInterpretation(Interpretation):
     def print_classification_report(self):
         "Print the classification report as a text table (needs no pandas)."
         print(_report_text(_report_rows(self.confusion_matrix(), self.vocab)))
+
+    def _repr_html_(self): return safe_html(_interp_html, self)
+
+def _interp_html(interp, k=5) -> str:
+    "A notebook's view: items, accuracy and the `k` most confused pairs (from the confusion matrix: no model run)."
+    cm = interp.confusion_matrix()
+    n = int(cm.sum())
+    acc = f"{int(cm.trace()) / n:.4f}" if n else '-'
+    pairs = interp.most_confused()
+    table = html_table(['actual', 'predicted', 'items'], pairs[:k],
+                       caption=f"most confused ({min(k, len(pairs))} of {len(pairs)} pairs)")
+    return html_block(type(interp).__name__, [('items', n), ('classes', len(interp.vocab)), ('accuracy', acc)],
+                      [table])
 
 # %% ../nbs/22_interpret.ipynb #cde9543f
 class SegmentationInterpretation(Interpretation):

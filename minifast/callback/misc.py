@@ -133,12 +133,14 @@ class GradientClip(Callback):
         torch.nn.utils.clip_grad_norm_(params, self.max_norm, self.norm_type)
 
 # %% ../../nbs/19a_callback.misc.ipynb #c2e68380
-def plot_function(f, tx=None, ty=None, title=None, min=-2, max=2, figsize=(6, 4)):
-    "Plot `f` over `[min, max]` (100 points, as a tensor) with axis labels `tx`, `ty` and `title`; returns the figure."
+def plot_function(f, tx=None, ty=None, title=None, min=-2, max=2, figsize=(6, 4), ax=None):
+    """Plot `f` over `[min, max]` (100 points, as a tensor) with axis labels `tx`, `ty` and `title`, on `ax` or a new
+    figure of `figsize`; returns the figure."""
     import matplotlib.pyplot as plt
     x = torch.linspace(min, max, 100)
     with torch.no_grad(): y = f(x)
-    fig, ax = plt.subplots(figsize=figsize)
+    if ax is None: fig, ax = plt.subplots(figsize=figsize)
+    else: fig = ax.figure
     ax.plot(x.numpy(), torch.as_tensor(y).detach().numpy())
     if tx is not None: ax.set_xlabel(tx)
     if ty is not None: ax.set_ylabel(ty)

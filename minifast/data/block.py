@@ -17,6 +17,7 @@ from .transforms import (Categorize, EncodedMultiCategorize, MultiCategorize, On
 from .collate import _ONE_SIZE_ADVICE
 from .core import DataLoaders, Datasets
 from .follow import FOLLOWER_KINDS, _hw, _leader, _set_img_size
+from ..display import in_notebook, report_html
 
 # %% ../../nbs/03_data.block.ipynb #1ff8bc12
 class TransformBlock:
@@ -149,9 +150,16 @@ class DataBlock:
         res.batch_tfms = [as_transform(t) for t in listify(batch_tfms)]
         return res
 
-    def summary(self, source, bs=4, show_batch=False, print_fn=print):
-        "Build `bs` training samples from `source` step by step, printing each intermediate result and any failure."
-        return _datablock_summary(self, source, bs=bs, show_batch=show_batch, print_fn=print_fn)
+    def summary(self, source, bs=4, show_batch=False, print_fn=None):
+        """Build `bs` training samples from `source` step by step, reporting each intermediate result and any failure:
+        to `print_fn` when given; else an HTML report in a notebook, printed lines elsewhere."""
+        if print_fn is not None or not in_notebook():
+            return _datablock_summary(self, source, bs=bs, show_batch=show_batch, print_fn=print_fn or print)
+        lines = []
+        try: return _datablock_summary(self, source, bs=bs, show_batch=show_batch, print_fn=lines.append)
+        finally:  # also what was reported before an error escaped (the error's traceback follows it)
+            from IPython.display import HTML, display
+            display(HTML(report_html('DataBlock.summary', lines)))
 
     def __repr__(self):
         return (f"DataBlock(blocks={[b.kind for b in self.blocks]}, n_inp={self.n_inp}, splitter={self.splitter!r}, "

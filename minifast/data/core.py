@@ -4,7 +4,7 @@
 
 # %% auto #0
 __all__ = ['Datasets', 'DatasetSubset', 'default_num_workers', 'register_show', 'show_function', 'DataLoader',
-           'register_default_loss', 'DataLoaders']
+           'register_default_loss', 'DataLoaders', 'dls_html']
 
 # %% ../../nbs/02_data.core.ipynb #51e23ad8
 import os
@@ -15,6 +15,7 @@ from torch.utils.data import DistributedSampler
 from fastcore.foundation import L
 
 from ..core import default_device, listify, to_device
+from ..display import html_block, html_table, safe_html
 from .collate import _Samples, _collate, _example, _shape_mismatch
 from .follow import apply_pipelines, pad_samples
 from .transforms import Categorize, Pipeline, Transform
@@ -157,7 +158,14 @@ class _ItemStage(torch.utils.data.Dataset):
     def __len__(self): return len(self.dataset)
 
     def __getitem__(self, i):
-        return apply_pipelines(self.after_item, self.dataset[i], self.kinds, self.split_idx, self.generator)
+        try: return apply_pipelines(self.after_item, self.dataset[i], self.kinds, self.split_idx, self.generator)
+        except Exception as e:  # the error stays what it is; a note says which item of which set was being built
+            item = repr(self._item(i))
+            where = {0: 'training', 1: 'validation'}.get(self.split_idx, 'data')
+            e.add_note(f"minifast: while building item {i} of the {where} set: "
+                       f"{item if len(item) <= 200 else item[:200] + '...'}. `dblock.summary(source)` shows each "
+                       f"step of building an item.")
+            raise
 
     def __getitems__(self, idxs):
         "The samples at `idxs` (torch's loader fetches a batch with this), remembering `idxs`."
@@ -177,6 +185,21 @@ class _ItemStage(torch.utils.data.Dataset):
             msg = _shape_mismatch(samples, [self._item(i) for i in idxs] if idxs is not None else None, self.kinds)
             if msg is None: raise
             raise RuntimeError(f"{msg} (torch: {str(e).splitlines()[0]})") from e
+
+def _from_worker(e):
+    """torch re-raises a DataLoader worker's error with the worker's whole traceback before its message: the same
+    error with the message first and the worker's traceback in a note after it, or None if it cannot be read."""
+    msg, t = str(e), type(e)
+    for name in (f"{t.__module__}.{t.__qualname__}", t.__qualname__):
+        k = msg.rfind(f"\n{name}: ")
+        if k >= 0: break
+    else: return None
+    original = msg[k + len(name) + 3:].strip()
+    try: new = t(original)
+    except Exception: return None  # an error class that needs more arguments: torch's own is raised
+    new.add_note("minifast: raised in a DataLoader worker process; with num_workers=0 the items are built in this "
+                 "process, where a debugger can step into them. The worker's traceback:\n" + msg[:k].rstrip())
+    return new
 
 def _seed_worker(worker_id):
     "In each worker, seed the item stage's generator from the worker seed torch derived from the loader's generator."
@@ -289,7 +312,14 @@ class DataLoader:
             self._torch_dl.dataset.generator.manual_seed(self._seed())
         batch_gen = self._batch_generator()
         non_blocking = self._torch_dl.pin_memory
-        for b in self._torch_dl:
+        batches = iter(self._torch_dl)
+        while True:
+            try: b = next(batches)
+            except StopIteration: return
+            except Exception as e:
+                readable = _from_worker(e) if self.num_workers and str(e).startswith('Caught ') else None
+                if readable is None: raise
+                raise readable from None  # torch's error is all in the note: the message comes first, not 40 frames
             yield self.after_batch_stage(to_device(tuple(b), self.device, non_blocking=non_blocking), batch_gen)
 
     def _batch_generator(self):
@@ -471,3 +501,19 @@ class DataLoaders:
         return cls(train, valid, path=path)
 
     def __repr__(self): return f"DataLoaders(train: {self.train}, valid: {self.valid})"
+    def _repr_html_(self): return safe_html(dls_html, self)
+
+def dls_html(dls, max_vocab=20) -> str:
+    """A notebook's view of `dls`: items, batch size and batches of each loader, the kinds of the elements, the
+    vocabulary (its first `max_vocab` classes), device and path. Reads attributes only: no batch is drawn."""
+    names = ['train', 'valid'] + [f'loader {i}' for i in range(2, len(dls.loaders))]
+    rows = [[name, dl.n, dl.bs, len(dl), dl.shuffle, getattr(dl, 'num_workers', '-')]
+            for name, dl in zip(names, dls.loaders)]
+    table = html_table(['loader', 'items', 'bs', 'batches', 'shuffle', 'workers'], rows)
+    vocab = dls.vocab
+    shown = ('-' if vocab is None else ', '.join(map(str, list(vocab)[:max_vocab]))
+             + (f" ... ({len(vocab)} classes)" if vocab is not None and len(vocab) > max_vocab else ''))
+    info = [('kinds', ', '.join(dls.train.kinds or ()) + f" ({dls.n_inp} input)"),
+            ('vocab', shown + (f" ({len(vocab)})" if vocab is not None and len(vocab) <= max_vocab else '')),
+            ('device', str(dls.device)), ('path', str(dls.path))]
+    return html_block('DataLoaders', info, [table])
