@@ -303,6 +303,7 @@ class L1LossFlat(BaseLoss):
         return F.l1_loss(x, t.to(x.dtype), reduction=self.reduction)
 
 # %% ../nbs/10_losses.ipynb #8587448f
+#| eval: false
 def _pixel_cross_entropy():
     "A mask's default loss: one class per pixel, the scores on axis 1 of `(N, C, H, W)` predictions."
     return CrossEntropyLossFlat(axis=1)
