@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['NAN_ADVICE', 'plt', 'pd', 'default_device', 'to_device', 'to_cpu', 'to_np', 'tensor', 'set_seed', 'listify',
            'keep_freed_memory', 'release_free_memory', 'import_pandas', 'L', 'Path', 'torch', 'nn', 'F', 'np',
-           'partial', 'first', 're']
+           'partial', 'first', 're', 'math']
 
 # %% ../nbs/00_core.ipynb #1f45339a
 import ctypes
@@ -13,6 +13,7 @@ import functools
 import importlib
 import numbers
 import os
+import math  # noqa: F401  (re-exported through _all_)
 import random
 import re  # noqa: F401  (re-exported through _all_)
 import sys
@@ -29,7 +30,7 @@ from fastcore.foundation import L
 import fastcore.xtras  # noqa: F401  (adds Path.ls, used throughout fastbook)
 
 # re-exported for the notebook namespace of `minifast.vision.all` (fastai's star-import gives the same names)
-_all_ = ['L', 'Path', 'torch', 'nn', 'F', 'np', 'partial', 'first', 'plt', 'pd', 're']  # re: fastbook's regexes
+_all_ = ['L', 'Path', 'torch', 'nn', 'F', 'np', 'partial', 'first', 'plt', 'pd', 're', 'math']  # re, math: fastbook's
 
 # %% ../nbs/00_core.ipynb #dfb56e20
 def default_device() -> torch.device:
