@@ -3,7 +3,12 @@
 The MIME bundles are what JupyterLab, VS Code or Colab render: the fit cell must hold one HTML output (the bar and
 the table) that later messages update in place, the pictures must be PNGs, and progress must write nothing to
 stderr (which Jupyter shows in red)."""
+import base64
+import io
+import re
+
 import pytest
+from PIL import Image
 
 nbformat = pytest.importorskip('nbformat')
 nbclient = pytest.importorskip('nbclient')
@@ -119,6 +124,9 @@ def test_pictures_are_png(ran):
 def test_objects_show_as_html(ran):
     (dls,) = [o for o in _outputs(ran, 'dls') if o.output_type == 'execute_result']
     assert '<b>DataLoaders</b>' in dls['data']['text/html'] and 'cat, dog' in dls['data']['text/html']
+    pngs = re.findall(r'<img src="data:image/png;base64,([^"]+)"', dls['data']['text/html'])
+    sizes = [Image.open(io.BytesIO(base64.b64decode(s))).size for s in pngs]
+    assert len(sizes) == 4 and all(max(s) == 64 for s in sizes), sizes  # the first 4 training images, 64 px
     (learn,) = [o for o in _outputs(ran, 'learner') if o.output_type == 'execute_result']
     html = learn['data']['text/html']
     assert '<b>Learner</b>' in html and 'arch resnet18' in html and 'trainable' in html, html
