@@ -96,9 +96,21 @@ def test_no_logging_keeps_the_bar_and_hides_the_table(front):
     assert learn.progress.show_table  # restored after the block
 
 
-def test_no_bar_shows_nothing(front, capsys):
+def test_no_bar_prints_the_epoch_rows_as_text_even_in_a_notebook(front, capsys):
     learn = _learner()
-    with learn.no_bar(): learn.fit(1, 1e-2)
+    with learn.no_bar(): learn.fit(2, 1e-2)
+    assert front.sent == []  # no HTML output at all
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].split() == ['epoch', 'train_loss', 'valid_loss', 'accuracy', 'time'] and len(lines) == 3, lines
+    assert lines[2].split()[:4] == ['1'] + [f'{v:.6f}' for v in learn.recorder.values[-1]]
+    assert learn.progress.show_bar  # restored after the block
+    learn.fit(1, 1e-2)
+    assert front.sent and '<progress' in front.sent[-1][1]
+
+
+def test_no_bar_and_no_logging_together_show_nothing(front, capsys):
+    learn = _learner()
+    with learn.no_bar(), learn.no_logging(): learn.fit(2, 1e-2)
     assert front.sent == [] and capsys.readouterr().out == ''
 
 

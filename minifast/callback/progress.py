@@ -51,7 +51,8 @@ class ProgressCallback(Callback):
 
     def before_fit(self):
         self.rows, self._header_done, self._in_fit, self._fit_start = [], False, True, time.perf_counter()
-        self._view = _NotebookView(self.refresh_s) if in_notebook() else None
+        # without the bar, the rows are text lines (as fastai prints them), in a notebook too
+        self._view = _NotebookView(self.refresh_s) if self.show_bar and in_notebook() else None
 
     def _open_bar(self, desc):
         self._close_bar()
@@ -157,3 +158,10 @@ class ProgressCallback(Callback):
         old, self.show_table = self.show_table, False
         try: yield self
         finally: self.show_table = old
+
+    @contextlib.contextmanager
+    def bar_hidden(self):
+        "Show no progress bar during a `with` block; the epoch results are printed as text lines (`no_bar`)."
+        old, self.show_bar = self.show_bar, False
+        try: yield self
+        finally: self.show_bar = old
