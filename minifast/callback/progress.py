@@ -85,7 +85,9 @@ class ProgressCallback(Callback):
         self.bar = None
         if self._desc is not None and self._view is not None:
             if self._in_fit: self._render()  # the phase's last count, unless an update was sent a moment ago
-            else: self._view.handle.update({'text/plain': ''}, raw=True)  # `validate`: no bar left behind
+            else:  # `validate`: no bar left behind, and the next one gets an output of its own
+                self._view.handle.update({'text/plain': ''}, raw=True)
+                self._view = None
         self._desc = None
 
     def before_train(self): self._open_bar('train')
@@ -150,7 +152,11 @@ class ProgressCallback(Callback):
             if self._view is not None:
                 self._fit_bar(getattr(self.learn, 'epoch', -1) + 1, failed=self.learn.exception)
                 self._view.show(force=True)
-        finally: self._in_fit = False
+        finally:
+            # Forget the finished fit's output: a display id updates its output wherever it is, so a later
+            # `validate` (in the next cell) reusing it would blank this table, and the second fit of `fine_tune`
+            # would overwrite the first one's.
+            self._in_fit, self._view = False, None
 
     @contextlib.contextmanager
     def table_hidden(self):
