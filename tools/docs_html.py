@@ -108,7 +108,9 @@ def main():
     nbs = [(p.stem, for_docs(nbformat.read(p, as_version=4), p.name)) for p in notebooks()]
     pages = [(stem, title(nb) or stem) for stem, nb in nbs]
     for stem, nb in nbs: (OUT/f'{stem}.html').write_text(page(exporter, nb, stem, pages), encoding='utf-8')
-    size = sum(f.stat().st_size for f in OUT.iterdir())
+    # the home page (the README's notebook) shows screenshots by their path in the repository: same path here
+    if (ROOT/'docs'/'screenshots').is_dir(): shutil.copytree(ROOT/'docs'/'screenshots', OUT/'docs'/'screenshots')
+    size = sum(f.stat().st_size for f in OUT.rglob('*') if f.is_file())
     print(f'{len(nbs)} pages in {OUT.relative_to(ROOT)}/ ({size / 2**20:.1f} MB), home page index.html')
     n_docs = sum(f.read_text(encoding='utf-8').count('<h3') for f in OUT.glob('*.html'))
     print(f'{n_docs} documented names (show_doc)')
