@@ -179,7 +179,15 @@ def check_docs(browser, check, docs: Path):
     try:
         time.sleep(1)
         page = browser.new_page(viewport={'width': 1100, 'height': 900})
-        page.on('console', lambda m: m.type == 'error' and check.console.append(f'docs: {m.text}'))
+        local = f'http://127.0.0.1:{port}/'
+
+        def on_console(m):
+            if m.type != 'error': return
+            url = (m.location or {}).get('url', '')
+            # the nbconvert pages load require.js and MathJax from a CDN, which this offline machine cannot reach
+            if url and not url.startswith(local): print(f'offline, not loaded: {url}', flush=True)
+            else: check.console.append(f'docs: {m.text} ({url})')
+        page.on('console', on_console)
         for p in pages:
             page.goto(f'http://127.0.0.1:{port}/{p}', wait_until='load')
             if 'Traceback (most recent call last)' in page.inner_text('body'):

@@ -83,6 +83,8 @@ def page(exporter, nb, name, pages) -> str:
     body, _ = exporter.from_notebook_node(nb, resources={'metadata': {'name': title(nb) or name}})
     nav = f'<nav class="mf-nav"><a href="index.html">minifast</a> &middot; {html.escape(title(nb) or name)}</nav>'
     body = re.sub(r'(<body[^>]*>)', lambda m: m.group(1) + STYLE + nav, body, count=1)
+    # no icon: without this line a browser asks every site for /favicon.ico, a 404 on a plain file server
+    body = re.sub(r'(<head[^>]*>)', lambda m: m.group(1) + '<link rel="icon" href="data:,">', body, count=1)
     if name == 'index':
         items = ''.join(f'<li><a href="{stem}.html">{html.escape(t)}</a> <code>{stem}.ipynb</code></li>'
                         for stem, t in pages if stem != 'index')
