@@ -64,13 +64,15 @@ def rendered_show_doc(source: str, ns: dict, where: str):
 
 
 def for_docs(nb, where: str):
-    "Drop `#| hide` cells and `#|` directive lines, and render `show_doc` cells, as the documentation shows them."
+    """Drop `#| hide` cells, `#|` directive lines and the cells left empty, and render `show_doc` cells, as the
+    documentation shows them."""
     cells, ns = [], namespace(nb)   # read before the `#| default_exp` line is dropped
     for cell in nb.cells:
         if cell.cell_type == 'code':
             lines = cell.source.splitlines()
             if any(re.match(r'#\|\s*hide\s*$', ln.strip()) for ln in lines): continue
             cell.source = '\n'.join(ln for ln in lines if not ln.lstrip().startswith('#|')).strip('\n')
+            if not cell.source.strip() and not cell.get('outputs'): continue  # only directives (`default_exp`)
             if cell.source.startswith('show_doc('):
                 cell = rendered_show_doc(cell.source, ns, where) or cell
         cells.append(cell)
