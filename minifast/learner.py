@@ -349,8 +349,12 @@ class Learner(LearnerLoop):
 
     @contextlib.contextmanager
     def no_bar(self):
-        "Train without progress bar and results table for the duration of a `with` block (`no_logging`: no table)."
-        with self.removed_cbs(ProgressCallback): yield self
+        """No progress bar during a `with` block: the epoch results are printed as plain text lines instead, as in
+        fastai (with `no_logging` as well: nothing at all)."""
+        with contextlib.ExitStack() as stack:
+            for cb in self.cbs:
+                if isinstance(cb, ProgressCallback): stack.enter_context(cb.bar_hidden())
+            yield self
 
     def no_logging(self):
         "Keep the progress bar but show no table of epoch results during a `with` block (fastai's name)."

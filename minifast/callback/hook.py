@@ -258,14 +258,20 @@ class ActivationStats(HookCallback):
         if not self.stats: raise ValueError("ActivationStats: no statistics yet; train with this callback first.")
         return torch.stack([row[idx]['hist'] for row in self.stats]).t().float().log1p()
 
-    def plot_layer_stats(self, idx, figsize=(10, 3)):
-        "Plot the mean, std and near-zero fraction of layer `idx` per batch; returns the figure."
+    def plot_layer_stats(self, idx, figsize=(10, 3), ax=None):
+        """Plot the mean, std and near-zero fraction of layer `idx` per batch, side by side in a new figure of
+        `figsize` or on `ax` (three axes); returns the figure."""
         import matplotlib.pyplot as plt
         stats = self.layer_stats(idx)
-        fig, axs = plt.subplots(1, 3, figsize=figsize)
-        for ax, values, title in zip(axs, stats, ('mean', 'std', '% near zero')):
-            ax.plot(values.numpy())
-            ax.set_title(title)
+        if ax is None: fig, axs = plt.subplots(1, 3, figsize=figsize)
+        else:
+            axs = list(np.ravel(ax))
+            if len(axs) != 3: raise ValueError(f"plot_layer_stats: ax= needs 3 axes (mean, std, % near zero), "
+                                               f"got {len(axs)}.")
+            fig = axs[0].figure
+        for one, values, title in zip(axs, stats, ('mean', 'std', '% near zero')):
+            one.plot(values.numpy())
+            one.set_title(title)
         return fig
 
     def color_dim(self, idx, figsize=(10, 5), ax=None):

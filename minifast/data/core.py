@@ -4,9 +4,10 @@
 
 # %% auto #0
 __all__ = ['Datasets', 'DatasetSubset', 'default_num_workers', 'register_show', 'show_function', 'DataLoader',
-           'register_default_loss', 'DataLoaders', 'dls_html']
+           'register_default_loss', 'DataLoaders', 'dls_html', 'dls_thumbnails']
 
 # %% ../../nbs/02_data.core.ipynb #51e23ad8
+import html
 import os
 
 import torch
@@ -15,7 +16,7 @@ from torch.utils.data import DistributedSampler, RandomSampler, Sampler, Sequent
 from fastcore.foundation import L
 
 from ..core import default_device, listify, to_device
-from ..display import html_block, html_table, safe_html
+from ..display import html_block, html_table, safe_html, thumbnail_html
 from .collate import _Samples, _collate, _example, _shape_mismatch
 from .follow import apply_pipelines, pad_samples
 from .transforms import Categorize, Pipeline, Transform
@@ -520,9 +521,10 @@ class DataLoaders:
     def __repr__(self): return f"DataLoaders(train: {self.train}, valid: {self.valid})"
     def _repr_html_(self): return safe_html(dls_html, self)
 
-def dls_html(dls, max_vocab=20) -> str:
+def dls_html(dls, max_vocab=20, n_thumbs=4, thumb_px=64) -> str:
     """A notebook's view of `dls`: items, batch size and batches of each loader, the kinds of the elements, the
-    vocabulary (its first `max_vocab` classes), device and path. Reads attributes only: no batch is drawn."""
+    vocabulary (its first `max_vocab` classes), device and path, then `n_thumbs` thumbnails of the training set's
+    first images (`dls_thumbnails`). Draws no batch."""
     names = ['train', 'valid'] + [f'loader {i}' for i in range(2, len(dls.loaders))]
     rows = [[name, dl.n, dl.bs, len(dl), dl.shuffle, getattr(dl, 'num_workers', '-')]
             for name, dl in zip(names, dls.loaders)]
@@ -533,4 +535,24 @@ def dls_html(dls, max_vocab=20) -> str:
     info = [('kinds', ', '.join(dls.train.kinds or ()) + f" ({dls.n_inp} input)"),
             ('vocab', shown + (f" ({len(vocab)})" if vocab is not None and len(vocab) <= max_vocab else '')),
             ('device', str(dls.device)), ('path', str(dls.path))]
-    return html_block('DataLoaders', info, [table])
+    return html_block('DataLoaders', info, [table, dls_thumbnails(dls, n_thumbs, thumb_px)])
+
+# %% ../../nbs/02_data.core.ipynb #4b4d63a7
+def _caption(dls, sample):
+    "The class name of `sample`'s target when it is one category code, else ''."
+    kinds, vocab = dls.train.kinds or (), dls.vocab
+    if vocab is None or len(kinds) <= dls.n_inp or kinds[dls.n_inp] != 'category': return ''
+    return str(vocab[int(sample[dls.n_inp])])
+
+def dls_thumbnails(dls, n=4, size=64) -> str:
+    """Inline PNG thumbnails (at most `size` pixels a side) of the image input of the first `n` items of the
+    training set, captioned with their class; '' when the data has no image input or `n` is 0; never raises."""
+    kinds = dls.train.kinds or ()
+    if 'image' not in kinds[:dls.n_inp] or not n: return ''
+    try:
+        k, ds = kinds.index('image'), dls.train_ds
+        samples = [ds[i] for i in range(min(n, len(ds)))]
+        return thumbnail_html([s[k] for s in samples], [_caption(dls, s) for s in samples], size=size)
+    except Exception as e:  # a display must not break the notebook: say why there is no picture, in one line
+        why = f"{type(e).__name__}: {e}".splitlines()[0][:200]
+        return f'<div style="color:#666">no thumbnails ({html.escape(why)})</div>'
