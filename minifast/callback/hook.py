@@ -4,7 +4,7 @@
 
 # %% auto #0
 __all__ = ['Hook', 'Hooks', 'hook_output', 'hook_outputs', 'dummy_eval', 'model_sizes', 'num_features_model', 'HookCallback',
-           'ActivationStats']
+           'model_summary', 'ActivationStats']
 
 # %% ../../nbs/19e_callback.hook.ipynb #c92054ca
 import math
@@ -27,7 +27,7 @@ def _detach(o, cpu=False):
 class Hook:
     """Register `hook_func(module, input, output)` on module `m` (forward, or backward when not `is_forward`);
     its result is kept in `.stored`. `detach` detaches input and output first, `cpu` moves them to the CPU.
-    `gather` (fastai's, for distributed training) is accepted and has no effect: minifast trains on one device."""
+    `gather` (fastai's signature) is accepted; each process keeps its own values."""
     def __init__(self, m: nn.Module, hook_func, is_forward=True, detach=True, cpu=False, gather=False):
         self.hook_func, self.detach, self.cpu, self.gather = hook_func, detach, cpu, gather
         self.stored, self.removed = None, False
@@ -156,6 +156,46 @@ class HookCallback(Callback):
         "Remove the hooks (if any are on)."
         if self.hooks is not None: self.hooks.remove()
         self.hooks = None
+
+# %% ../../nbs/19e_callback.hook.ipynb #92a91924
+class _SummaryText(str):
+    "A string that shows as itself in a notebook (no quotes)."
+    def __repr__(self): return str(self)
+
+def _layer_rows(model, xb):
+    "`(type name, output shape, parameter count, trainable)` of each leaf layer of `model`, in the order they run."
+    rows = []
+    def row(m, inp, out):
+        shape = tuple(out.shape) if isinstance(out, torch.Tensor) else '?'
+        n = sum(p.numel() for p in m.parameters(recurse=False))
+        trains = all(p.requires_grad for p in m.parameters(recurse=False)) if n else None
+        rows.append((type(m).__name__, shape, n, trains))
+    was_training = model.training
+    try:
+        with Hooks(_leaves(model), row):
+            model.eval()
+            with torch.no_grad(): model(*xb)
+    finally: model.train(was_training)
+    return rows
+
+def model_summary(learn):
+    "The text of `Learner.summary`: a table of the layers for two items of a training batch, then the totals."
+    model = learn.model
+    xb = learn.dls.train.one_batch()[:learn.dls.n_inp]
+    xb = tuple(x[:min(len(x), 2)] for x in xb)
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    lines = [f"{type(model).__name__} (input {' '.join(str(tuple(x.shape)) for x in xb)})", '=' * 72,
+             f"{'Layer (type)':<24}{'Output shape':<26}{'Param #':>10}  Trainable", '=' * 72]
+    for name, shape, n, tr in _layer_rows(model, xb):
+        lines.append(f"{name:<24}{str(shape):<26}{n:>10,}  {'' if tr is None else tr}")
+    frozen = getattr(learn.opt, 'frozen_idx', 0) if learn.opt is not None else 0
+    lines += ['=' * 72, f"Total params: {total:,}", f"Trainable params: {trainable:,}",
+              f"Non-trainable params: {total - trainable:,}",
+              f"Optimizer: {getattr(learn.opt_func, '__name__', learn.opt_func)}; "
+              + (f"frozen up to layer group {frozen}" if frozen else "all layer groups train"),
+              f"Loss: {learn.loss_func!r}", f"Callbacks: {', '.join(type(c).__name__ for c in learn._sorted)}"]
+    return _SummaryText('\n'.join(lines))
 
 # %% ../../nbs/19e_callback.hook.ipynb #a62f8da1
 def _flat(o: torch.Tensor) -> torch.Tensor:
