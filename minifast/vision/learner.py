@@ -20,6 +20,7 @@ from ..data.core import DataLoaders
 from ..data.transforms import Pipeline
 from ..learner import Learner
 from ..optimizer import Adam
+from ..callback.hook import num_features_model
 from ..callback.preds import register_show_results
 from .core import Normalize, _subplots, imagenet_stats, show_image
 from ..losses import CrossEntropyLossFlat
@@ -237,14 +238,8 @@ def create_head(nf, n_out, lin_ftrs=None, ps=0.5, concat_pool=True, first_bn=Tru
     return head
 
 def num_features(body) -> int:
-    "The number of channels `body` outputs (from a dummy forward pass in eval mode, with its first conv's channels)."
-    was_training = body.training
-    n_in = next((m.in_channels for m in body.modules() if isinstance(m, nn.Conv2d)), 3)
-    body.eval()
-    try:
-        with torch.no_grad():
-            return body(torch.zeros(1, n_in, 64, 64, device=next(body.parameters()).device)).shape[1]
-    finally: body.train(was_training)
+    "The number of channels `body` outputs: `num_features_model` (a dummy forward pass in eval mode)."
+    return num_features_model(body)
 
 # %% ../../nbs/21_vision.learner.ipynb #5010f65a
 def adapt_first_conv(body: nn.Module, n_in: int) -> nn.Module:
