@@ -1,6 +1,6 @@
 """Data-parallel training: `learn.distrib_ctx()` under torchrun against one process and a hand-written DDP loop.
 
-    python benchmarks/bench_ddp.py                     # CPU, gloo: 1 and 2 processes (resnet18, 64 px, batch 16)
+    python benchmarks/bench_ddp.py --threads 1         # CPU, gloo: 1 and 2 processes (resnet18, 64 px, batch 16)
     python benchmarks/bench_ddp.py --device cuda       # 1 GPU, nccl: distrib_ctx vs torch's DDP loop (target >= 95%)
 
 Every row is a fresh `torchrun --nproc_per_node N` (the row `one process` is plain `learn.fit`, no torchrun) on
@@ -11,6 +11,8 @@ buffer the size of the trainable parameters (what DDP sends each step), median o
 PyTorch user writes by hand: `DistributedSampler`, `DataLoader` (pinned memory on CUDA),
 `DistributedDataParallel`, `torch.optim.Adam` (fused on CUDA, as minifast's), the same model built by
 `vision_learner`. On a machine with 2 cores, 2 processes share them and are not expected to go faster than one.
+On a loaded CPU pass --threads 1: several OpenMP threads per process then wait for each other and the rows
+swing by 5x from run to run.
 The rows are run --repeats times, round-robin (a busy machine slows whichever row runs at that moment): the table
 shows the median images/s and the best; `vs torch DDP` compares the medians.
 """
@@ -111,7 +113,8 @@ def run_torch(args, device):
 
 def worker(args):
     import torch
-    if args.device == 'cpu': torch.set_num_threads(max(1, len(os.sched_getaffinity(0)) // args.world))  # cores shared
+    if args.device == 'cpu':  # the cores are shared between the processes
+        torch.set_num_threads(args.threads or max(1, len(os.sched_getaffinity(0)) // args.world))
     local = int(os.environ.get('LOCAL_RANK', 0))
     device = torch.device('cuda', local) if args.device == 'cuda' else torch.device('cpu')
     seconds, ms = (run_torch if args.worker == 'torch' else run_minifast)(args, device)
@@ -125,7 +128,7 @@ def launch(args, name, kind, world, plain=False):
         result = Path(d)/'result.json'
         common = [__file__, '--worker', kind, '--result', str(result), '--world', str(world), '--device', args.device,
                   '--arch', args.arch, '--size', str(args.size), '--bs', str(args.bs), '--batches', str(args.batches),
-                  '--warmup', str(args.warmup)] + (['--plain'] if plain else [])
+                  '--warmup', str(args.warmup), '--threads', str(args.threads)] + (['--plain'] if plain else [])
         cmd = ([sys.executable] + common if plain else
                [sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node', str(world),
                 '--master_addr', '127.0.0.1', '--master_port', str(29500 + os.getpid() % 1000)] + common)
@@ -155,6 +158,7 @@ def main():
     p.add_argument('--bs', type=int, default=None, help="batch size per process: 16 on the CPU, 64 on CUDA")
     p.add_argument('--batches', type=int, default=None, help="timed batches per process: 8 on the CPU, 60 on CUDA")
     p.add_argument('--warmup', type=int, default=3)
+    p.add_argument('--threads', type=int, default=0, help="CPU threads per process (default: the cores / processes)")
     p.add_argument('--nprocs', default='1,2', help="process counts of the CPU rows")
     p.add_argument('--repeats', type=int, default=3, help="runs of each row, round-robin (default: 3)")
     p.add_argument('--timeout', type=int, default=600)

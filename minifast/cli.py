@@ -131,9 +131,8 @@ def _train_data(data_dir, label_re, label_from, csv, fn_col, label_col, size, pr
     from minifast.vision.data import ImageDataLoaders
     data_dir = Path(data_dir)
     if not data_dir.is_dir(): raise FileNotFoundError(f"DATA_DIR {data_dir} is not a folder of images.")
-    # workers restarted each epoch, seeded from the loader's generator: what makes --resume exact with workers
     kw = dict(valid_pct=valid_pct, seed=seed, item_tfms=Resize(presize), bs=bs, num_workers=num_workers,
-              batch_tfms=aug_transforms(size=size, min_scale=0.75), persistent_workers=False)
+              batch_tfms=aug_transforms(size=size, min_scale=0.75))
     if csv is not None:
         fnames, labels = zip(*_read_csv(data_dir, csv, fn_col, label_col))
         return ImageDataLoaders.from_lists(data_dir, fnames, labels, **kw)

@@ -5,7 +5,8 @@
 # %% auto #0
 __all__ = ['NAN_ADVICE', 'plt', 'pd', 'default_device', 'to_device', 'to_cpu', 'to_np', 'tensor', 'set_seed', 'listify',
            'keep_freed_memory', 'release_free_memory', 'import_pandas', 'L', 'Path', 'torch', 'nn', 'F', 'np',
-           'partial', 'first', 're', 'math']
+           'partial', 'first', 're', 'math', 'array', 'noop', 'store_attr', 'ifnone', 'tuplify', 'detuplify',
+           'range_of']
 
 # %% ../nbs/00_core.ipynb #1f45339a
 import ctypes
@@ -22,15 +23,18 @@ from functools import partial
 from pathlib import Path
 
 import numpy as np
+from numpy import array  # noqa: F401  (re-exported through _all_)
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from fastcore.basics import first
+from fastcore.basics import detuplify, ifnone, noop, range_of, store_attr, tuplify  # noqa: F401  (_all_)
 from fastcore.foundation import L
 import fastcore.xtras  # noqa: F401  (adds Path.ls, used throughout fastbook)
 
 # re-exported for the notebook namespace of `minifast.vision.all` (fastai's star-import gives the same names)
-_all_ = ['L', 'Path', 'torch', 'nn', 'F', 'np', 'partial', 'first', 'plt', 'pd', 're', 'math']  # re, math: fastbook's
+_all_ = ['L', 'Path', 'torch', 'nn', 'F', 'np', 'partial', 'first', 'plt', 'pd', 're', 'math',  # re, math: fastbook's
+         'array', 'noop', 'store_attr', 'ifnone', 'tuplify', 'detuplify', 'range_of']  # numpy's and fastcore's
 
 # %% ../nbs/00_core.ipynb #dfb56e20
 def default_device() -> torch.device:

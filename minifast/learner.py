@@ -4,7 +4,7 @@
 
 # %% auto #0
 __all__ = ['default_loss_func', 'trainable_params', 'LearnerLoop', 'register_learner_plugin', 'Learner', 'learner_html',
-           'model_summary', 'load_learner', 'Recorder', 'atomic_torch_save', 'is_channels_last']
+           'load_learner', 'Recorder', 'atomic_torch_save', 'is_channels_last']
 
 # %% ../nbs/16_learner.ipynb #7a7093e3
 import contextlib
@@ -20,6 +20,7 @@ from .callback.core import (Callback, CancelBackwardException, CancelBatchExcept
                                     CancelFitException, CancelStepException, CancelTrainException,
                                     CancelValidException, StepState, TrainEvalCallback)
 from .callback.fp16 import MixedPrecision
+from .callback.hook import model_summary
 from .callback.preds import gather_preds, show_results, valid_stats
 from .callback.progress import ProgressCallback
 from .display import html_block, safe_html
@@ -349,8 +350,12 @@ class Learner(LearnerLoop):
 
     @contextlib.contextmanager
     def no_bar(self):
-        "Train without progress bar and results table for the duration of a `with` block (`no_logging`: no table)."
-        with self.removed_cbs(ProgressCallback): yield self
+        """No progress bar during a `with` block: the epoch results are printed as plain text lines instead, as in
+        fastai (with `no_logging` as well: nothing at all)."""
+        with contextlib.ExitStack() as stack:
+            for cb in self.cbs:
+                if isinstance(cb, ProgressCallback): stack.enter_context(cb.bar_hidden())
+            yield self
 
     def no_logging(self):
         "Keep the progress bar but show no table of epoch results during a `with` block (fastai's name)."
@@ -533,49 +538,6 @@ def learner_html(learn) -> str:
             ('data', ', '.join(sizes) + f" items, bs {learn.dls.train.bs}"),
             ('epochs trained', len(learn.recorder.values) if hasattr(learn, 'recorder') else '-')]
     return html_block('Learner', rows)
-
-# %% ../nbs/16_learner.ipynb #519b0e37
-class _SummaryText(str):
-    "A string that shows as itself in a notebook (no quotes)."
-    def __repr__(self): return str(self)
-
-def _layer_rows(model, xb):
-    "`(type name, output shape, parameter count, trainable)` of each leaf layer of `model`, in the order they run."
-    rows, hooks = [], []
-    def hook(m, inp, out):
-        shape = tuple(out.shape) if isinstance(out, torch.Tensor) else '?'
-        n = sum(p.numel() for p in m.parameters(recurse=False))
-        trainable = all(p.requires_grad for p in m.parameters(recurse=False)) if n else None
-        rows.append((type(m).__name__, shape, n, trainable))
-    for m in model.modules():
-        if not list(m.children()): hooks.append(m.register_forward_hook(hook))
-    was_training = model.training
-    try:
-        model.eval()
-        with torch.no_grad(): model(*xb)
-    finally:
-        for h in hooks: h.remove()
-        model.train(was_training)
-    return rows
-
-def model_summary(learn):
-    "The text of `Learner.summary`: a table of the layers for two items of a training batch, then the totals."
-    model = learn.model
-    xb = learn.dls.train.one_batch()[:learn.dls.n_inp]
-    xb = tuple(x[:min(len(x), 2)] for x in xb)
-    total = sum(p.numel() for p in model.parameters())
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    lines = [f"{type(model).__name__} (input {' '.join(str(tuple(x.shape)) for x in xb)})", '=' * 72,
-             f"{'Layer (type)':<24}{'Output shape':<26}{'Param #':>10}  Trainable", '=' * 72]
-    for name, shape, n, tr in _layer_rows(model, xb):
-        lines.append(f"{name:<24}{str(shape):<26}{n:>10,}  {'' if tr is None else tr}")
-    frozen = getattr(learn.opt, 'frozen_idx', 0) if learn.opt is not None else 0
-    lines += ['=' * 72, f"Total params: {total:,}", f"Trainable params: {trainable:,}",
-              f"Non-trainable params: {total - trainable:,}",
-              f"Optimizer: {getattr(learn.opt_func, '__name__', learn.opt_func)}; "
-              + (f"frozen up to layer group {frozen}" if frozen else "all layer groups train"),
-              f"Loss: {learn.loss_func!r}", f"Callbacks: {', '.join(type(c).__name__ for c in learn._sorted)}"]
-    return _SummaryText('\n'.join(lines))
 
 # %% ../nbs/16_learner.ipynb #cd99f3ea
 def load_learner(fname, cpu=True, allow_pickle=False):

@@ -6,7 +6,8 @@
 __all__ = ['Metric', 'AvgMetric', 'accuracy', 'error_rate', 'top_k_accuracy', 'accuracy_multi', 'as_metric', 'Precision',
            'Recall', 'FBeta', 'F1Score', 'Jaccard', 'MatthewsCorrCoef', 'HammingLoss', 'PrecisionMulti', 'RecallMulti',
            'FBetaMulti', 'F1ScoreMulti', 'JaccardMulti', 'HammingLossMulti', 'MatthewsCorrCoefMulti', 'RocAuc',
-           'RocAucBinary', 'RocAucMulti', 'foreground_acc', 'Dice', 'JaccardCoeff', 'DiceMulti']
+           'RocAucBinary', 'RocAucMulti', 'foreground_acc', 'Dice', 'JaccardCoeff', 'DiceMulti', 'mse', 'mae', 'msle',
+           'rmse', 'R2Score']
 
 # %% ../nbs/11_metrics.ipynb #c1a5748c
 import functools
@@ -119,7 +120,8 @@ def as_metric(m) -> Metric:
         if issubclass(m, Metric): return m()
         raise TypeError(f"as_metric: the class {m.__name__} is not a Metric; "
                         "pass a Metric subclass, an instance, or a function.")
-    if callable(m): return AvgMetric(m)
+    if callable(m):  # a function may name the Metric that computes it over a whole pass (`rmse`)
+        return m.metric_cls() if getattr(m, 'metric_cls', None) is not None else AvgMetric(m)
     raise TypeError(f"as_metric: expected a Metric, a Metric class or a function f(pred, *yb) -> tensor, got {m!r}.")
 
 # %% ../nbs/11_metrics.ipynb #168e2e09
@@ -505,3 +507,56 @@ class DiceMulti(Metric):
         present = self.union > 0
         if not bool(present.any()): return math.nan
         return float((2. * self.inter[present].double() / self.union[present].double()).mean())
+
+# %% ../nbs/11_metrics.ipynb #5f20e339
+def _regression_pair(inp: Tensor, targ: Tensor, where: str):
+    pred, targ = _flat_check(inp, targ, where)
+    return pred.float(), targ.float()
+
+def mse(inp: Tensor, targ: Tensor) -> Tensor:
+    "Mean squared error over every number predicted."
+    pred, targ = _regression_pair(inp, targ, 'mse')
+    return ((pred - targ) ** 2).mean()
+
+def mae(inp: Tensor, targ: Tensor) -> Tensor:
+    "Mean absolute error over every number predicted."
+    pred, targ = _regression_pair(inp, targ, 'mae')
+    return (pred - targ).abs().mean()
+
+def msle(inp: Tensor, targ: Tensor) -> Tensor:
+    "Mean squared error of `log(1 + x)`: for positive targets whose relative error matters."
+    pred, targ = _regression_pair(inp, targ, 'msle')
+    if (pred <= -1).any() or (targ <= -1).any():
+        raise ValueError("msle: predictions and targets must be greater than -1 (it takes log(1 + x)); for targets "
+                         "that can be negative use mse or mae.")
+    return ((torch.log1p(pred) - torch.log1p(targ)) ** 2).mean()
+
+class _RootOfMean(AvgMetric):
+    "The square root of an item-weighted mean over the pass."
+    @property
+    def value(self) -> float: return math.sqrt(super().value) if self.count else math.nan
+
+def rmse(inp: Tensor, targ: Tensor) -> Tensor:
+    "Root mean squared error (of one batch; in `metrics=` it is taken over the whole pass)."
+    return mse(inp, targ).sqrt()
+
+rmse.metric_cls = functools.partial(_RootOfMean, mse, name='rmse')
+
+class R2Score(Metric):
+    "The coefficient of determination `1 - SS_res / SS_tot` over the whole pass (1 is perfect, 0 is the mean)."
+    def reset(self): self.n, self.s, self.ss, self.res = 0, 0., 0., 0.
+    def accumulate(self, pred: Tensor, *yb: Tensor):
+        pred, targ = _regression_pair(pred, yb[0], 'R2Score')
+        targ64 = targ.double()
+        self.n += targ.numel()
+        self.s, self.ss = self.s + targ64.sum(), self.ss + (targ64 ** 2).sum()
+        self.res = self.res + ((pred.double() - targ64) ** 2).sum()
+    @property
+    def value(self) -> float:
+        if self.n == 0: return math.nan
+        total = float(self.ss - self.s ** 2 / self.n)
+        return 1 - float(self.res) / total if total > 0 else math.nan
+    @property
+    def name(self) -> str: return getattr(self, '_name', None) or 'r2_score'
+    @name.setter
+    def name(self, value: str): self._name = value

@@ -142,7 +142,8 @@ def test_lr_find_sees_the_divergence_that_the_guard_stands_aside_for(synth_dls):
     with learn.no_bar(): learn.lr_find(start_lr=1e-4, end_lr=1e8, num_it=80, show_plot=False)
     losses = learn.recorder.losses
     assert seen and not any(seen) and len(losses) < 80
-    assert not np.isfinite(losses[-1]) or losses[-1] > 4 * min(losses)  # stopped at the divergence
+    last = float(losses[-1])
+    assert not np.isfinite(last) or last > 4 * float(min(losses))  # stopped at the divergence
     seen.clear()
     with learn.no_bar(): learn.fit(1)
     assert seen and all(seen)
@@ -622,12 +623,12 @@ def test_validate_on_a_given_loader_weights_the_loss_by_batch_size(synth_dls):
 
 def test_validate_ds_idx_and_cbs(synth_dls):
     class Seen(Callback):
-        def before_validate(self): self.dl, self.n = self.learn.dl, 0
+        def before_validate(self): self.seen_dl, self.n = self.learn.dl, 0
         def after_batch(self): self.n += 1
     learn = Learner(synth_dls, make_mlp())
     seen = Seen()
     with learn.no_bar(): res = learn.validate(ds_idx=0, cbs=seen)
-    assert seen.dl is synth_dls.train and seen.n == len(synth_dls.train) and len(res) == 1
+    assert seen.seen_dl is synth_dls.train and seen.n == len(synth_dls.train) and len(res) == 1
     assert seen not in learn.cbs, "callbacks given to validate are removed after it"
 
 

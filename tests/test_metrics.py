@@ -268,3 +268,29 @@ def test_multi_label_metrics_count_on_the_device_without_reading_back():
     m.reset()
     m.accumulate(torch.randn(4, 3), torch.ones(4, 3))
     assert isinstance(m.counts, torch.Tensor) and isinstance(m.sample_total, torch.Tensor)
+
+
+# --- regression metrics in a fit ----------------------------------------------------------------------------------
+
+def test_regression_metrics_of_a_fit_equal_sklearn_on_the_validation_predictions():
+    from sklearn.metrics import mean_absolute_error, mean_squared_error, r2_score
+    from minifast.data.core import DataLoaders, Datasets
+    from minifast.learner import Learner
+    from minifast.metrics import R2Score, mae, rmse
+    g = torch.Generator().manual_seed(0)
+    X = torch.randn(90, 3, generator=g)
+    y = X @ torch.tensor([1., -2., 0.5]) + 0.3 * torch.randn(90, generator=g)
+    dsets = Datasets(list(range(90)), [[lambda i: X[i]], [lambda i: y[i:i + 1]]],
+                     splits=(range(60), range(60, 90)), kinds=('other', 'regression'))
+    dls = DataLoaders.from_dsets(dsets, bs=8, device='cpu', seed=0, num_workers=0)  # validation: 4 uneven batches
+    torch.manual_seed(0)
+    learn = Learner(dls, torch.nn.Linear(3, 1), loss_func=torch.nn.MSELoss(), metrics=[rmse, mae, R2Score()])
+    learn.remove_cb(learn.progress)
+    learn.fit(2, 0.05)
+    preds, targs = learn.get_preds()
+    p, t = preds.flatten().numpy(), targs.flatten().numpy()
+    names = learn.recorder.metric_names
+    row = dict(zip(names[1:], learn.recorder.values[-1]))
+    assert row['rmse'] == pytest.approx(mean_squared_error(t, p) ** 0.5, rel=1e-5)
+    assert row['mae'] == pytest.approx(mean_absolute_error(t, p), rel=1e-5)
+    assert row['r2_score'] == pytest.approx(r2_score(t, p), rel=1e-5)

@@ -3,7 +3,12 @@
 The MIME bundles are what JupyterLab, VS Code or Colab render: the fit cell must hold one HTML output (the bar and
 the table) that later messages update in place, the pictures must be PNGs, and progress must write nothing to
 stderr (which Jupyter shows in red)."""
+import base64
+import io
+import re
+
 import pytest
+from PIL import Image
 
 nbformat = pytest.importorskip('nbformat')
 nbclient = pytest.importorskip('nbclient')
@@ -33,6 +38,8 @@ dls = ImageDataLoaders.from_name_func(path/'images', get_image_files(path/'image
     'learner': 'learn = vision_learner(dls, resnet18, pretrained=False, metrics=error_rate)\nlearn',
     'fit': 'learn.progress.refresh_s = 0.05\nlearn.fit(2, 1e-3)',
     'recorder': 'learn.recorder',
+    'fine_tune': 'learn.fine_tune(2, 1e-3, freeze_epochs=1)',
+    'validate': 'learn.validate()',
     'lr_find': 'learn.lr_find(num_it=8)',
     'interp': 'interp = ClassificationInterpretation.from_learner(learn)\ninterp.plot_confusion_matrix()\ninterp',
     'summary_failure': '''\
@@ -104,6 +111,21 @@ def test_the_fit_cell_is_one_html_output_updated_in_place(ran):
     assert len(sent) >= 3, sent  # at least the end of each epoch updated it
 
 
+def test_fine_tune_keeps_one_output_per_fit_and_a_later_validate_leaves_them(ran):
+    cells, messages = ran
+    i, cell = cells['fine_tune']
+    tables = [o['data']['text/html'] for o in cell.outputs if 'text/html' in o.get('data', {})]
+    assert len(tables) == 2, [o.get('data', o.get('text')) for o in cell.outputs]
+    frozen, unfrozen = tables
+    assert '1/1 epochs' in frozen and frozen.count('<tr>') == 2 and '<td>0</td>' in frozen  # header + epoch 0
+    assert '2/2 epochs' in unfrozen and unfrozen.count('<tr>') == 3 and '<td>1</td>' in unfrozen  # epochs 0, 1
+    ids = [did for kind, did, _ in messages[i] if kind == 'display_data']
+    assert len(set(ids)) == 2 and None not in ids, ids
+    # `validate` in the next cell shows its bar in an output of its own, never through the fit's display ids
+    j = cells['validate'][0]
+    assert not {did for _, did, _ in messages[j] if did} & set(ids), messages[j]
+
+
 def test_progress_writes_nothing_to_stderr(ran):
     cells, messages = ran
     i, cell = cells['fit']
@@ -119,6 +141,10 @@ def test_pictures_are_png(ran):
 def test_objects_show_as_html(ran):
     (dls,) = [o for o in _outputs(ran, 'dls') if o.output_type == 'execute_result']
     assert '<b>DataLoaders</b>' in dls['data']['text/html'] and 'cat, dog' in dls['data']['text/html']
+    pngs = re.findall(r'<img src="data:image/png;base64,([^"]+)"', dls['data']['text/html'])
+    sizes = [Image.open(io.BytesIO(base64.b64decode(s))).size for s in pngs]
+    # the first 4 training images, fitted in 64 px (never enlarged: some toy images are smaller)
+    assert len(sizes) == 4 and all(0 < min(s) and max(s) <= 64 for s in sizes) and (35, 64) in sizes, sizes
     (learn,) = [o for o in _outputs(ran, 'learner') if o.output_type == 'execute_result']
     html = learn['data']['text/html']
     assert '<b>Learner</b>' in html and 'arch resnet18' in html and 'trainable' in html, html

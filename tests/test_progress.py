@@ -11,20 +11,24 @@ from minifast.test_utils import synth_mlp
 
 
 class _Front:
-    "Stands for Jupyter: records what `display` and the handles' `update` send, in order."
-    def __init__(self): self.sent = []
+    """Stands for Jupyter: records what `display` and the handles' `update` send, in order, and what each output
+    shows in the end (`outputs`: one per `display`, in order; an update changes its own output, wherever it is)."""
+    def __init__(self): self.sent, self.outputs = [], []
 
     def display(self, obj, display_id=None, **kwargs):
         assert display_id is True, "the progress output must be created with a display id, to update it in place"
         self.sent.append(('display', obj.data))
-        return _Handle(self)
+        self.outputs.append(obj.data)
+        return _Handle(self, len(self.outputs) - 1)
 
 
 class _Handle:
-    def __init__(self, front): self.front = front
+    def __init__(self, front, index): self.front, self.index = front, index
 
     def update(self, obj, raw=False):
-        self.front.sent.append(('update', obj['text/plain'] if raw else obj.data))
+        data = obj['text/plain'] if raw else obj.data
+        self.front.sent.append(('update', data))
+        self.front.outputs[self.index] = data
 
 
 @pytest.fixture
@@ -96,10 +100,36 @@ def test_no_logging_keeps_the_bar_and_hides_the_table(front):
     assert learn.progress.show_table  # restored after the block
 
 
-def test_no_bar_shows_nothing(front, capsys):
+def test_no_bar_prints_the_epoch_rows_as_text_even_in_a_notebook(front, capsys):
     learn = _learner()
-    with learn.no_bar(): learn.fit(1, 1e-2)
+    with learn.no_bar(): learn.fit(2, 1e-2)
+    assert front.sent == []  # no HTML output at all
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].split() == ['epoch', 'train_loss', 'valid_loss', 'accuracy', 'time'] and len(lines) == 3, lines
+    assert lines[2].split()[:4] == ['1'] + [f'{v:.6f}' for v in learn.recorder.values[-1]]
+    assert learn.progress.show_bar  # restored after the block
+    learn.fit(1, 1e-2)
+    assert front.sent and '<progress' in front.sent[-1][1]
+
+
+def test_no_bar_and_no_logging_together_show_nothing(front, capsys):
+    learn = _learner()
+    with learn.no_bar(), learn.no_logging(): learn.fit(2, 1e-2)
     assert front.sent == [] and capsys.readouterr().out == ''
+
+
+def test_each_fit_keeps_its_own_output_and_a_later_validate_never_touches_it(front):
+    learn = _learner()
+    learn.fit(1, 1e-2)  # as fine_tune does: the frozen fit, then the unfrozen one, then the user validates
+    learn.fit(2, 1e-2)
+    learn.validate()
+    learn.validate()
+    assert len(front.outputs) == 4, front.outputs  # two fits, two validates: an output each
+    first, second, *validates = front.outputs
+    assert '1/1 epochs' in first and first.count('<tr>') == 2  # header and epoch 0
+    assert '2/2 epochs' in second and second.count('<tr>') == 3  # header, epochs 0 and 1
+    assert f'<td>{learn.recorder.values[-1][0]:.6f}</td>' in second
+    assert validates == ['', '']  # each validate cleared its own bar, and only its own
 
 
 def test_validate_outside_a_fit_leaves_no_bar_behind(front):

@@ -64,13 +64,15 @@ def rendered_show_doc(source: str, ns: dict, where: str):
 
 
 def for_docs(nb, where: str):
-    "Drop `#| hide` cells and `#|` directive lines, and render `show_doc` cells, as the documentation shows them."
+    """Drop `#| hide` cells, `#|` directive lines and the cells left empty, and render `show_doc` cells, as the
+    documentation shows them."""
     cells, ns = [], namespace(nb)   # read before the `#| default_exp` line is dropped
     for cell in nb.cells:
         if cell.cell_type == 'code':
             lines = cell.source.splitlines()
             if any(re.match(r'#\|\s*hide\s*$', ln.strip()) for ln in lines): continue
             cell.source = '\n'.join(ln for ln in lines if not ln.lstrip().startswith('#|')).strip('\n')
+            if not cell.source.strip() and not cell.get('outputs'): continue  # only directives (`default_exp`)
             if cell.source.startswith('show_doc('):
                 cell = rendered_show_doc(cell.source, ns, where) or cell
         cells.append(cell)
@@ -83,6 +85,8 @@ def page(exporter, nb, name, pages) -> str:
     body, _ = exporter.from_notebook_node(nb, resources={'metadata': {'name': title(nb) or name}})
     nav = f'<nav class="mf-nav"><a href="index.html">minifast</a> &middot; {html.escape(title(nb) or name)}</nav>'
     body = re.sub(r'(<body[^>]*>)', lambda m: m.group(1) + STYLE + nav, body, count=1)
+    # no icon: without this line a browser asks every site for /favicon.ico, a 404 on a plain file server
+    body = re.sub(r'(<head[^>]*>)', lambda m: m.group(1) + '<link rel="icon" href="data:,">', body, count=1)
     if name == 'index':
         items = ''.join(f'<li><a href="{stem}.html">{html.escape(t)}</a> <code>{stem}.ipynb</code></li>'
                         for stem, t in pages if stem != 'index')
@@ -108,7 +112,9 @@ def main():
     nbs = [(p.stem, for_docs(nbformat.read(p, as_version=4), p.name)) for p in notebooks()]
     pages = [(stem, title(nb) or stem) for stem, nb in nbs]
     for stem, nb in nbs: (OUT/f'{stem}.html').write_text(page(exporter, nb, stem, pages), encoding='utf-8')
-    size = sum(f.stat().st_size for f in OUT.iterdir())
+    # the home page (the README's notebook) shows screenshots by their path in the repository: same path here
+    if (ROOT/'docs'/'screenshots').is_dir(): shutil.copytree(ROOT/'docs'/'screenshots', OUT/'docs'/'screenshots')
+    size = sum(f.stat().st_size for f in OUT.rglob('*') if f.is_file())
     print(f'{len(nbs)} pages in {OUT.relative_to(ROOT)}/ ({size / 2**20:.1f} MB), home page index.html')
     n_docs = sum(f.read_text(encoding='utf-8').count('<h3') for f in OUT.glob('*.html'))
     print(f'{n_docs} documented names (show_doc)')

@@ -51,7 +51,8 @@ class ProgressCallback(Callback):
 
     def before_fit(self):
         self.rows, self._header_done, self._in_fit, self._fit_start = [], False, True, time.perf_counter()
-        self._view = _NotebookView(self.refresh_s) if in_notebook() else None
+        # without the bar, the rows are text lines (as fastai prints them), in a notebook too
+        self._view = _NotebookView(self.refresh_s) if self.show_bar and in_notebook() else None
 
     def _open_bar(self, desc):
         self._close_bar()
@@ -84,7 +85,9 @@ class ProgressCallback(Callback):
         self.bar = None
         if self._desc is not None and self._view is not None:
             if self._in_fit: self._render()  # the phase's last count, unless an update was sent a moment ago
-            else: self._view.handle.update({'text/plain': ''}, raw=True)  # `validate`: no bar left behind
+            else:  # `validate`: no bar left behind, and the next one gets an output of its own
+                self._view.handle.update({'text/plain': ''}, raw=True)
+                self._view = None
         self._desc = None
 
     def before_train(self): self._open_bar('train')
@@ -149,7 +152,11 @@ class ProgressCallback(Callback):
             if self._view is not None:
                 self._fit_bar(getattr(self.learn, 'epoch', -1) + 1, failed=self.learn.exception)
                 self._view.show(force=True)
-        finally: self._in_fit = False
+        finally:
+            # Forget the finished fit's output: a display id updates its output wherever it is, so a later
+            # `validate` (in the next cell) reusing it would blank this table, and the second fit of `fine_tune`
+            # would overwrite the first one's.
+            self._in_fit, self._view = False, None
 
     @contextlib.contextmanager
     def table_hidden(self):
@@ -157,3 +164,10 @@ class ProgressCallback(Callback):
         old, self.show_table = self.show_table, False
         try: yield self
         finally: self.show_table = old
+
+    @contextlib.contextmanager
+    def bar_hidden(self):
+        "Show no progress bar during a `with` block; the epoch results are printed as text lines (`no_bar`)."
+        old, self.show_bar = self.show_bar, False
+        try: yield self
+        finally: self.show_bar = old

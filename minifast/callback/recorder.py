@@ -235,9 +235,9 @@ class Recorder(Callback):
         "Plot the smoothed training loss per batch, and the validation loss at the end of each epoch."
         return plot_loss(self, skip_start=skip_start, with_valid=with_valid, figsize=figsize, ax=ax)
 
-    def plot_sched(self, figsize=None):
-        "Plot the learning rate and momentum of every training batch."
-        return plot_sched(self, figsize=figsize)
+    def plot_sched(self, figsize=None, ax=None):
+        "Plot the learning rate and momentum of every training batch; returns the figure (see `plot_sched`)."
+        return plot_sched(self, figsize=figsize, ax=ax)
 
     def plot_lr_find(self, suggestions=None, skip_end=5, figsize=None, ax=None):
         "Plot the loss against the learning rate (log scale) recorded by `lr_find`, marking `suggestions`."
@@ -263,14 +263,25 @@ def plot_loss(recorder, skip_start=5, with_valid=True, figsize=None, ax=None):
     ax.set_xlabel('iteration'); ax.set_ylabel('loss'); ax.legend()
     return fig
 
-def plot_sched(recorder, figsize=None):
-    "Plot the learning rate and momentum of every training batch."
-    import matplotlib.pyplot as plt
+def plot_sched(recorder, figsize=None, ax=None):
+    """Plot the learning rate and (when the optimiser has one) the momentum of every training batch, side by side
+    in a new figure of `figsize`, or on `ax`: a pair of axes, or one axis (the momentum then on a second y axis,
+    dashed, at the right). Returns the figure."""
+    import numpy as np
     has_mom = any(m is not None for m in recorder.moms)
-    fig, axs = plt.subplots(1, 2 if has_mom else 1, figsize=figsize or (10 if has_mom else 5, 3.5), squeeze=False)
-    axs[0, 0].plot(recorder.lrs); axs[0, 0].set_title('learning rate'); axs[0, 0].set_xlabel('iteration')
-    if has_mom: axs[0, 1].plot(recorder.moms); axs[0, 1].set_title('momentum'); axs[0, 1].set_xlabel('iteration')
-    return fig
+    if ax is None:
+        import matplotlib.pyplot as plt
+        _, axs = plt.subplots(1, 2 if has_mom else 1, figsize=figsize or (10 if has_mom else 5, 3.5), squeeze=False)
+        axs = list(axs.flat)
+    else: axs = list(np.ravel(ax))  # one axis or several
+    lr_ax = axs[0]
+    lr_ax.plot(recorder.lrs); lr_ax.set_title('learning rate'); lr_ax.set_xlabel('iteration')
+    if has_mom:
+        if len(axs) > 1: axs[1].plot(recorder.moms); axs[1].set_title('momentum'); axs[1].set_xlabel('iteration')
+        else:
+            twin = lr_ax.twinx()
+            twin.plot(recorder.moms, '--', color='C1'); twin.set_ylabel('momentum (dashed)')
+    return lr_ax.figure
 
 def plot_lr_find(recorder, suggestions=None, skip_end=5, figsize=None, ax=None):
     "Plot the loss against the learning rate (log scale) recorded by `lr_find`, marking `suggestions`."

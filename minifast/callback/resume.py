@@ -58,11 +58,6 @@ def restore_resume_state(learn, state):
                       "optimiser state are loaded; its random states and the Recorder's rows are not.", stacklevel=2)
         return
     set_rng_states(state['rng'], _loaders(learn))
-    if any(dl.num_workers > 0 and dl.persistent_workers for dl in _loaders(learn) if hasattr(dl, 'num_workers')):
-        warnings.warn("Resuming with loaders whose worker processes persist across epochs: the workers started now "
-                      "draw other random numbers than those of the run that was stopped, so the data order and "
-                      "augmentations differ from it. For an exact resume build the DataLoaders with "
-                      "persistent_workers=False (or num_workers=0).", stacklevel=2)
     saved = state['callbacks']
     for cb in learn.cbs:
         if cb.name in saved and _has(cb, 'load_state_dict'): cb.load_state_dict(saved[cb.name])

@@ -4,18 +4,19 @@
 
 # %% auto #0
 __all__ = ['Datasets', 'DatasetSubset', 'default_num_workers', 'register_show', 'show_function', 'DataLoader',
-           'register_default_loss', 'DataLoaders', 'dls_html']
+           'register_default_loss', 'DataLoaders', 'dls_html', 'dls_thumbnails']
 
 # %% ../../nbs/02_data.core.ipynb #51e23ad8
+import html
 import os
 
 import torch
 from torch.utils.data import DataLoader as TorchDataLoader
-from torch.utils.data import DistributedSampler
+from torch.utils.data import DistributedSampler, RandomSampler, Sampler, SequentialSampler
 from fastcore.foundation import L
 
 from ..core import default_device, listify, to_device
-from ..display import html_block, html_table, safe_html
+from ..display import html_block, html_table, safe_html, thumbnail_html
 from .collate import _Samples, _collate, _example, _shape_mismatch
 from .follow import apply_pipelines, pad_samples
 from .transforms import Categorize, Pipeline, Transform
@@ -149,6 +150,25 @@ def default_num_workers() -> int:
 def _random_seed() -> int: return int(torch.randint(2**62, (1,)))
 
 # %% ../../nbs/02_data.core.ipynb #4af262e3
+_MASK64 = 2**64 - 1
+
+def _item_seed(epoch_seed: int, i: int) -> int:
+    "A seed for item `i` in the epoch of `epoch_seed`: splitmix64's mixing, so that every bit (torch keeps 32) varies."
+    z = (epoch_seed + (i + 1) * 0x9E3779B97F4A7C15) & _MASK64
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
+    return z ^ (z >> 31)
+
+def _index(key) -> int: return key[1] if isinstance(key, tuple) else key
+
+class _EpochKeys(Sampler):
+    "The indices of `sampler` as keys `(epoch_seed, index)`, `epoch_seed` drawn from `generator` as each epoch starts."
+    def __init__(self, sampler, generator): self.sampler, self.generator = sampler, generator
+    def __len__(self): return len(self.sampler)
+    def __iter__(self):  # a generator function: nothing is drawn until torch's loader asks for the first key
+        epoch_seed = int(torch.randint(2**62, (1,), generator=self.generator))
+        for i in self.sampler: yield epoch_seed, i
+
 class _ItemStage(torch.utils.data.Dataset):
     "The dataset the torch loader sees: a sample from `dataset`, then the item pipelines, with a private generator."
     def __init__(self, dataset, after_item, split_idx, kinds=None):
@@ -157,7 +177,10 @@ class _ItemStage(torch.utils.data.Dataset):
 
     def __len__(self): return len(self.dataset)
 
-    def __getitem__(self, i):
+    def __getitem__(self, key):
+        "Sample `key`: an index, or `(epoch_seed, index)`, which seeds the generator for this item's draws."
+        if isinstance(key, tuple): self.generator.manual_seed(_item_seed(*key))
+        i = _index(key)
         try: return apply_pipelines(self.after_item, self.dataset[i], self.kinds, self.split_idx, self.generator)
         except Exception as e:  # the error stays what it is; a note says which item of which set was being built
             item = repr(self._item(i))
@@ -167,9 +190,9 @@ class _ItemStage(torch.utils.data.Dataset):
                        f"step of building an item.")
             raise
 
-    def __getitems__(self, idxs):
-        "The samples at `idxs` (torch's loader fetches a batch with this), remembering `idxs`."
-        return _Samples([self[i] for i in idxs], idxs)
+    def __getitems__(self, keys):
+        "The samples at `keys` (torch's loader fetches a batch with this), remembering their indices."
+        return _Samples([self[k] for k in keys], [_index(k) for k in keys])
 
     def _item(self, i):
         "The item behind sample `i` of the dataset, for messages; None if unknown."
@@ -201,10 +224,6 @@ def _from_worker(e):
                  "process, where a debugger can step into them. The worker's traceback:\n" + msg[:k].rstrip())
     return new
 
-def _seed_worker(worker_id):
-    "In each worker, seed the item stage's generator from the worker seed torch derived from the loader's generator."
-    info = torch.utils.data.get_worker_info()
-    info.dataset.generator.manual_seed(info.seed)
 
 # %% ../../nbs/02_data.core.ipynb #4ab92ea4
 _show_functions = {}   # kind -> fn(samples, kinds, nrows=None, ncols=None, figsize=None, titles=None, **kwargs)
@@ -274,14 +293,15 @@ class DataLoader:
         pin = self.pin_memory if self.pin_memory is not None else self.device.type == 'cuda'
         workers = self.num_workers
         stage = _ItemStage(self.dataset, self.after_item, self.split_idx, self.kinds)
-        sampler = None
         if self.shard is not None:  # rank r of W: items r, r+W... of the epoch's permutation (seed + epoch), padded
-            sampler = DistributedSampler(stage, num_replicas=self.shard[1], rank=self.shard[0], shuffle=self.shuffle,
-                                         seed=self.seed if self.seed is not None else 0, drop_last=False)
-        return TorchDataLoader(stage, batch_size=self.bs, collate_fn=stage.collate, sampler=sampler,
-                               shuffle=self.shuffle and sampler is None, drop_last=self._drop_last, num_workers=workers,
-                               pin_memory=pin, generator=self.generator,
-                               worker_init_fn=_seed_worker if workers else None,
+            order = DistributedSampler(stage, num_replicas=self.shard[1], rank=self.shard[0], shuffle=self.shuffle,
+                                       seed=self.seed if self.seed is not None else 0, drop_last=False)
+        else: order = RandomSampler(stage, generator=self.generator) if self.shuffle else SequentialSampler(stage)
+        # torch draws its workers' base seed from `generator` once per iterator (so once, or once per epoch): a
+        # generator of its own keeps the loader's draws the same either way; the items' draws come from the keys.
+        return TorchDataLoader(stage, batch_size=self.bs, collate_fn=stage.collate,
+                               sampler=_EpochKeys(order, self.generator), drop_last=self._drop_last,
+                               num_workers=workers, pin_memory=pin, generator=torch.Generator().manual_seed(0),
                                persistent_workers=self.persistent_workers and workers > 0)
 
     def _check_size(self):
@@ -307,9 +327,7 @@ class DataLoader:
     def __iter__(self):
         self._check_size()
         if self._torch_dl is None: self._torch_dl = self._make_torch_dl()
-        if self.shard is not None: self._torch_dl.sampler.set_epoch(self.epoch); self.epoch += 1
-        if self.num_workers == 0:  # items built in this process: reseed the item generator each epoch from ours
-            self._torch_dl.dataset.generator.manual_seed(self._seed())
+        if self.shard is not None: self._torch_dl.sampler.sampler.set_epoch(self.epoch); self.epoch += 1
         batch_gen = self._batch_generator()
         non_blocking = self._torch_dl.pin_memory
         batches = iter(self._torch_dl)
@@ -503,9 +521,10 @@ class DataLoaders:
     def __repr__(self): return f"DataLoaders(train: {self.train}, valid: {self.valid})"
     def _repr_html_(self): return safe_html(dls_html, self)
 
-def dls_html(dls, max_vocab=20) -> str:
+def dls_html(dls, max_vocab=20, n_thumbs=4, thumb_px=64) -> str:
     """A notebook's view of `dls`: items, batch size and batches of each loader, the kinds of the elements, the
-    vocabulary (its first `max_vocab` classes), device and path. Reads attributes only: no batch is drawn."""
+    vocabulary (its first `max_vocab` classes), device and path, then `n_thumbs` thumbnails of the training set's
+    first images (`dls_thumbnails`). Draws no batch."""
     names = ['train', 'valid'] + [f'loader {i}' for i in range(2, len(dls.loaders))]
     rows = [[name, dl.n, dl.bs, len(dl), dl.shuffle, getattr(dl, 'num_workers', '-')]
             for name, dl in zip(names, dls.loaders)]
@@ -516,4 +535,24 @@ def dls_html(dls, max_vocab=20) -> str:
     info = [('kinds', ', '.join(dls.train.kinds or ()) + f" ({dls.n_inp} input)"),
             ('vocab', shown + (f" ({len(vocab)})" if vocab is not None and len(vocab) <= max_vocab else '')),
             ('device', str(dls.device)), ('path', str(dls.path))]
-    return html_block('DataLoaders', info, [table])
+    return html_block('DataLoaders', info, [table, dls_thumbnails(dls, n_thumbs, thumb_px)])
+
+# %% ../../nbs/02_data.core.ipynb #4b4d63a7
+def _caption(dls, sample):
+    "The class name of `sample`'s target when it is one category code, else ''."
+    kinds, vocab = dls.train.kinds or (), dls.vocab
+    if vocab is None or len(kinds) <= dls.n_inp or kinds[dls.n_inp] != 'category': return ''
+    return str(vocab[int(sample[dls.n_inp])])
+
+def dls_thumbnails(dls, n=4, size=64) -> str:
+    """Inline PNG thumbnails (at most `size` pixels a side) of the image input of the first `n` items of the
+    training set, captioned with their class; '' when the data has no image input or `n` is 0; never raises."""
+    kinds = dls.train.kinds or ()
+    if 'image' not in kinds[:dls.n_inp] or not n: return ''
+    try:
+        k, ds = kinds.index('image'), dls.train_ds
+        samples = [ds[i] for i in range(min(n, len(ds)))]
+        return thumbnail_html([s[k] for s in samples], [_caption(dls, s) for s in samples], size=size)
+    except Exception as e:  # a display must not break the notebook: say why there is no picture, in one line
+        why = f"{type(e).__name__}: {e}".splitlines()[0][:200]
+        return f'<div style="color:#666">no thumbnails ({html.escape(why)})</div>'

@@ -4,9 +4,10 @@
 
 # %% auto #0
 __all__ = ['image_extensions', 'get_files', 'get_image_files', 'RandomSplitter', 'IndexSplitter', 'FuncSplitter',
-           'GrandparentSplitter', 'ColSplitter', 'RegexLabeller', 'using_attr', 'parent_label', 'ColReader',
-           'Transform', 'transform_class', 'registered_transforms', 'FuncTransform', 'as_transform', 'Pipeline',
-           'CategoryMap', 'Categorize', 'MultiCategorize', 'OneHotEncode', 'EncodedMultiCategorize']
+           'GrandparentSplitter', 'ColSplitter', 'FileSplitter', 'EndSplitter', 'RegexLabeller', 'using_attr',
+           'parent_label', 'ColReader', 'Transform', 'transform_class', 'registered_transforms', 'FuncTransform',
+           'as_transform', 'Pipeline', 'CategoryMap', 'Categorize', 'MultiCategorize', 'OneHotEncode',
+           'EncodedMultiCategorize']
 
 # %% ../../nbs/01_data.transforms.ipynb #610160d4
 import mimetypes
@@ -118,6 +119,40 @@ class ColSplitter:
         else: c = df[self.col]
         mask = (c.isin(listify(self.on)) if self.on is not None else c.astype(bool)).tolist()
         return L(i for i, m in enumerate(mask) if not m), L(i for i, m in enumerate(mask) if m)
+
+# %% ../../nbs/01_data.transforms.ipynb #c71250a1
+class FileSplitter:
+    """Put the items whose file name (`Path(item).name`) is listed in the text file `fname`, one per line, in the
+    validation set."""
+    def __init__(self, fname): self.fname = Path(fname)
+    def __call__(self, items):
+        _check_items(items, 'FileSplitter')
+        try: names = {line.strip() for line in self.fname.read_text().splitlines() if line.strip()}
+        except OSError as e:
+            raise FileNotFoundError(f"FileSplitter: cannot read the list of validation files {self.fname} "
+                                    f"({e.strerror or e}). Pass the path of a text file with one file name per line.") \
+                from e
+        mask = [Path(o).name in names for o in items]
+        if names and not any(mask):
+            raise ValueError(f"FileSplitter: none of the {len(names)} names in {self.fname} "
+                             f"(e.g. {sorted(names)[0]!r}) is the file name of an item (e.g. {Path(items[0]).name!r}). "
+                             "The file lists bare file names, one per line.")
+        return L(i for i, m in enumerate(mask) if not m), L(i for i, m in enumerate(mask) if m)
+    def __repr__(self): return f"FileSplitter({str(self.fname)!r})"
+
+class EndSplitter:
+    "Put the last `valid_pct` of the items (the first ones if not `valid_last`) in the validation set, in order."
+    def __init__(self, valid_pct=0.2, valid_last=True):
+        if not 0 <= valid_pct <= 1: raise ValueError(f"EndSplitter: valid_pct={valid_pct} must be between 0 and 1.")
+        self.valid_pct, self.valid_last = valid_pct, valid_last
+    def __call__(self, items):
+        _check_items(items, 'EndSplitter')
+        n = len(items)
+        n_valid = int(self.valid_pct * n)
+        cut = n - n_valid if self.valid_last else n_valid
+        first, last = L(range(cut)), L(range(cut, n))
+        return (first, last) if self.valid_last else (last, first)
+    def __repr__(self): return f"EndSplitter(valid_pct={self.valid_pct}, valid_last={self.valid_last})"
 
 # %% ../../nbs/01_data.transforms.ipynb #b0a46aa4
 class RegexLabeller:

@@ -4,10 +4,11 @@
 
 # %% auto #0
 __all__ = ['arch_families', 'resnet18', 'resnet34', 'resnet50', 'resnet101', 'resnet152', 'convnext_tiny', 'efficientnet_b0',
-           'regnet_y_400mf', 'efficientnet_lite0', 'cnn_learner', 'ArchFamily', 'register_arch_family', 'Arch',
-           'timm_arch', 'get_arch', 'AdaptiveConcatPool2d', 'sigmoid_range', 'SigmoidRange', 'create_head',
-           'num_features', 'adapt_first_conv', 'create_vision_model', 'vision_splitter', 'vision_learner',
-           'create_unet_model', 'unet_learner', 'show_mask_results', 'show_point_results', 'show_bbox_results']
+           'regnet_y_400mf', 'efficientnet_lite0', 'create_cnn_model', 'cnn_learner', 'ArchFamily',
+           'register_arch_family', 'Arch', 'timm_arch', 'get_arch', 'AdaptiveConcatPool2d', 'sigmoid_range',
+           'SigmoidRange', 'create_head', 'num_features', 'adapt_first_conv', 'create_vision_model', 'vision_splitter',
+           'create_body', 'vision_learner', 'create_unet_model', 'unet_learner', 'show_mask_results',
+           'show_point_results', 'show_bbox_results']
 
 # %% ../../nbs/21_vision.learner.ipynb #00fd92fd
 from pathlib import Path
@@ -19,6 +20,7 @@ from ..data.core import DataLoaders
 from ..data.transforms import Pipeline
 from ..learner import Learner
 from ..optimizer import Adam
+from ..callback.hook import num_features_model
 from ..callback.preds import register_show_results
 from .core import Normalize, _subplots, imagenet_stats, show_image
 from ..losses import CrossEntropyLossFlat
@@ -240,14 +242,8 @@ def create_head(nf, n_out, lin_ftrs=None, ps=0.5, concat_pool=True, first_bn=Tru
     return head
 
 def num_features(body) -> int:
-    "The number of channels `body` outputs (from a dummy forward pass in eval mode, with its first conv's channels)."
-    was_training = body.training
-    n_in = next((m.in_channels for m in body.modules() if isinstance(m, nn.Conv2d)), 3)
-    body.eval()
-    try:
-        with torch.no_grad():
-            return body(torch.zeros(1, n_in, 64, 64, device=next(body.parameters()).device)).shape[1]
-    finally: body.train(was_training)
+    "The number of channels `body` outputs: `num_features_model` (a dummy forward pass in eval mode)."
+    return num_features_model(body)
 
 # %% ../../nbs/21_vision.learner.ipynb #5010f65a
 def adapt_first_conv(body: nn.Module, n_in: int) -> nn.Module:
@@ -298,6 +294,42 @@ def _default_splitter(body, split_at):
         return lambda m: [list(m[0].parameters()), list(m[1].parameters())]
     if len(body) <= split_at: split_at = len(body) // 2
     return lambda m: vision_splitter(m, split_at)
+
+# %% ../../nbs/21_vision.learner.ipynb #e56dea32
+_POOLS = (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, nn.AvgPool2d, nn.MaxPool2d, AdaptiveConcatPool2d)
+
+def _holds_pool(m: nn.Module) -> bool: return any(isinstance(o, _POOLS) for o in m.modules())
+
+def _fresh_first_conv(body: nn.Module, n_in: int) -> nn.Module:
+    "Put an untrained convolution taking `n_in` channels in place of the first convolution of `body`."
+    for parent in body.modules():
+        for name, conv in parent.named_children():
+            if isinstance(conv, nn.Conv2d):
+                setattr(parent, name, nn.Conv2d(n_in, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
+                                                conv.dilation, conv.groups, conv.bias is not None, conv.padding_mode))
+                return body
+    raise ValueError(f"n_in={n_in}: found no convolution in {type(body).__name__} to give {n_in} channels.")
+
+def create_body(model: nn.Module, n_in=3, pretrained=True, cut=None) -> nn.Module:
+    """The body of the model instance `model`, as an `nn.Sequential` of its children: those before the last one
+    that holds a pooling layer (`cut=None`), the first `cut` (an int), or `cut(model)` (a function)."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"create_body: model={model!r} is not a model instance; pass one, e.g. resnet34() (not "
+                        "resnet34), or use create_vision_model(arch, n_out) with an architecture.")
+    if callable(cut): body = cut(model)
+    else:
+        children = list(model.children())
+        if cut is None:
+            pooled = [i for i, c in enumerate(children) if _holds_pool(c)]
+            if not pooled:
+                raise ValueError(f"create_body: {type(model).__name__} has no child holding a pooling layer to cut "
+                                 "before; pass cut= (how many children to keep, or a function of the model).")
+            cut = pooled[-1]
+        body = nn.Sequential(*children[:cut])
+    if n_in == 3: return body
+    return adapt_first_conv(body, n_in) if pretrained else _fresh_first_conv(body, n_in)
+
+create_cnn_model = create_vision_model   # fastai's older name
 
 # %% ../../nbs/21_vision.learner.ipynb #9777b198
 def _with_normalize(dls, stats) -> DataLoaders:

@@ -10,7 +10,8 @@ import pytest
 import torch
 
 BASICS = ['torch', 'nn', 'F', 'np', 'partial', 'Path', 'L', 'tensor', 'first', 'set_seed', 'to_cpu', 'to_np',
-          'to_device', 'default_device', 'image2tensor', 'show_image', 'show_images', 'plt', 'pd', 're']
+          'to_device', 'default_device', 'image2tensor', 'show_image', 'show_images', 'plt', 'pd', 're',
+          'array', 'noop', 'store_attr', 'ifnone', 'tuplify', 'detuplify', 'range_of', 'FileSplitter', 'EndSplitter']
 
 
 def _star():
@@ -45,6 +46,15 @@ def test_modules_and_stdlib_names_are_the_real_ones():
     assert ns['torch'] is torch and ns['np'] is np and ns['nn'] is torch.nn and ns['F'] is torch.nn.functional
     assert ns['partial'] is functools.partial and ns['Path'] is pathlib.Path
     assert ns['Path']('.').ls() is not None   # fastcore's Path.ls, which fastbook uses
+
+
+def test_numpy_and_fastcore_basics_are_the_real_ones():
+    import fastcore.basics
+    ns = _star()
+    assert ns['array'] is np.array
+    for name in ('noop', 'store_attr', 'ifnone', 'tuplify', 'detuplify', 'range_of'):
+        assert ns[name] is getattr(fastcore.basics, name), name
+    assert ns['ifnone'](None, 3) == 3 and ns['noop'](5) == 5 and ns['range_of']('abc') == [0, 1, 2]
 
 
 def test_L_is_fastcores_list():
