@@ -5,7 +5,8 @@
 # %% auto #0
 __all__ = ['NAN_ADVICE', 'plt', 'pd', 'default_device', 'to_device', 'to_cpu', 'to_np', 'tensor', 'set_seed', 'listify',
            'keep_freed_memory', 'release_free_memory', 'import_pandas', 'L', 'Path', 'torch', 'nn', 'F', 'np',
-           'partial', 'first', 're', 'array', 'noop', 'store_attr', 'ifnone', 'tuplify', 'detuplify', 'range_of']
+           'partial', 'first', 're', 'math', 'array', 'noop', 'store_attr', 'ifnone', 'tuplify', 'detuplify',
+           'range_of']
 
 # %% ../nbs/00_core.ipynb #1f45339a
 import ctypes
@@ -13,6 +14,7 @@ import functools
 import importlib
 import numbers
 import os
+import math  # noqa: F401  (re-exported through _all_)
 import random
 import re  # noqa: F401  (re-exported through _all_)
 import sys
@@ -31,7 +33,7 @@ from fastcore.foundation import L
 import fastcore.xtras  # noqa: F401  (adds Path.ls, used throughout fastbook)
 
 # re-exported for the notebook namespace of `minifast.vision.all` (fastai's star-import gives the same names)
-_all_ = ['L', 'Path', 'torch', 'nn', 'F', 'np', 'partial', 'first', 'plt', 'pd', 're',  # re: fastbook's regexes
+_all_ = ['L', 'Path', 'torch', 'nn', 'F', 'np', 'partial', 'first', 'plt', 'pd', 're', 'math',  # re, math: fastbook's
          'array', 'noop', 'store_attr', 'ifnone', 'tuplify', 'detuplify', 'range_of']  # numpy's and fastcore's
 
 # %% ../nbs/00_core.ipynb #dfb56e20

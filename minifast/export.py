@@ -185,9 +185,9 @@ def export_learner(learn, path, pickle_model=False):
     dsets = dl.dataset.dsets if hasattr(dl.dataset, 'dsets') else None
     if dsets is None: raise ValueError("export: the learner's DataLoaders have no Datasets to describe.")
     if learn.model_config is None and not pickle_model:
-        raise ValueError("export: this model was not built by vision_learner (or was cut with a function), so its "
-                         "architecture cannot be described as data. Use learn.save() for the weights, or "
-                         "export(..., pickle_model=True) to pickle the model (loading it then needs "
+        raise ValueError("export: this model was not built by vision_learner (or was cut with a function, or "
+                         "has a custom_head), so its architecture cannot be described as data. Use learn.save() for "
+                         "the weights, or export(..., pickle_model=True) to pickle the model (loading it then needs "
                          "load_learner(..., allow_pickle=True)).")
     loss = learn.loss_func
     state = {'minifast_export': json.dumps(_describe(learn, dl, dsets, pickle_model)),

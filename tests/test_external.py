@@ -88,6 +88,7 @@ def test_urls_and_paths(tmp_path, monkeypatch):
     assert URLs.PETS == 'https://s3.amazonaws.com/fast-ai-imageclas/oxford-iiit-pet.tgz'
     assert URLs.MNIST_SAMPLE == 'https://s3.amazonaws.com/fast-ai-sample/mnist_sample.tgz'
     assert URLs.IMAGENETTE_160 == 'https://s3.amazonaws.com/fast-ai-imageclas/imagenette2-160.tgz'
+    assert URLs.COCO_TINY == 'https://s3.amazonaws.com/fast-ai-coco/coco_tiny.tgz'
     for name in ['MNIST_TINY', 'IMAGENETTE_320', 'IMAGEWOOF_160', 'CIFAR', 'BIWI_SAMPLE', 'PLANET_TINY',
                  'CAMVID_TINY']:
         assert getattr(URLs, name).startswith('https://s3.amazonaws.com/fast-ai-')

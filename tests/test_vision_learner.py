@@ -313,3 +313,33 @@ def test_grey_unet_model_takes_one_channel_and_keeps_the_skip_connections():
     grey, rgb = (create_unet_model(resnet18, 3, img_size=(64, 64), pretrained=False, n_in=n) for n in (1, 3))
     assert grey(torch.rand(2, 1, 64, 64)).shape == (2, 3, 64, 64)
     assert len(grey._keeps) == len(rgb._keeps) > 2
+
+
+# ---- custom_head ----------------------------------------------------------------------------------------------
+def _grid_head(nf=1280, hw=1):
+    from torch import nn
+    from minifast.vision.learner import SigmoidRange
+    return nn.Sequential(nn.Conv2d(nf, 4, 1), nn.Flatten(), nn.Linear(4 * hw * hw, 2), SigmoidRange(-1, 1))
+
+
+def test_custom_head_is_the_model_head_and_trains_with_the_body_frozen(dls):
+    torch.manual_seed(0)
+    head = _grid_head()
+    learn = vision_learner(dls, efficientnet_lite0, custom_head=head)
+    assert learn.model[1] is head and learn.model_config is None
+    x, _ = learn.dls.train.one_batch()
+    assert learn.model(x).shape == (len(x), 2)
+    trainable = {id(p) for p in learn.model.parameters() if p.requires_grad}
+    assert all(id(p) in trainable for p in head.parameters())
+    frozen_convs = [p for n, p in learn.model[0].named_parameters() if p.ndim == 4]
+    assert frozen_convs and not any(p.requires_grad for p in frozen_convs)
+
+
+def test_custom_head_with_y_range_is_refused():
+    with pytest.raises(ValueError, match='SigmoidRange'):
+        vision_learner(None, efficientnet_lite0, n_out=2, pretrained=False, custom_head=_grid_head(), y_range=(-1, 1))
+
+
+def test_custom_head_learner_needs_pickle_to_export(dls, tmp_path):
+    learn = vision_learner(dls, efficientnet_lite0, custom_head=_grid_head(), path=tmp_path)
+    with pytest.raises(ValueError, match='custom_head'): learn.export('f.pkl')

@@ -64,6 +64,7 @@ class URLs:
     S3_SAMPLE = f'{S3}sample/'
     S3_IMAGE = f'{S3}imageclas/'
     S3_IMAGELOC = f'{S3}imagelocal/'
+    S3_COCO = f'{S3}coco/'
 
     # Small samples: seconds to download, good for trying things out.
     MNIST_SAMPLE = f'{S3_SAMPLE}mnist_sample.tgz'
@@ -90,6 +91,8 @@ class URLs:
     BIWI_HEAD_POSE = f'{S3_IMAGELOC}biwi_head_pose.tgz'
     CAMVID = f'{S3_IMAGELOC}camvid.tgz'
     PASCAL_2007 = f'{S3_IMAGELOC}pascal_2007.tgz'
+    COCO_TINY = f'{S3_COCO}coco_tiny.tgz'   # boxes: train.json for get_annotations
+    COCO_SAMPLE = f'{S3_COCO}coco_sample.tgz'
 
     @staticmethod
     def path(url: str, c_key: str = 'archive', base=None) -> Path:

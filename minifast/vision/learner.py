@@ -5,10 +5,10 @@
 # %% auto #0
 __all__ = ['arch_families', 'resnet18', 'resnet34', 'resnet50', 'resnet101', 'resnet152', 'convnext_tiny', 'efficientnet_b0',
            'regnet_y_400mf', 'efficientnet_lite0', 'create_cnn_model', 'cnn_learner', 'ArchFamily',
-           'register_arch_family', 'Arch', 'timm_arch', 'get_arch', 'AdaptiveConcatPool2d', 'SigmoidRange',
-           'create_head', 'num_features', 'adapt_first_conv', 'create_vision_model', 'vision_splitter', 'create_body',
-           'vision_learner', 'create_unet_model', 'unet_learner', 'show_mask_results', 'show_point_results',
-           'show_bbox_results']
+           'register_arch_family', 'Arch', 'timm_arch', 'get_arch', 'AdaptiveConcatPool2d', 'sigmoid_range',
+           'SigmoidRange', 'create_head', 'num_features', 'adapt_first_conv', 'create_vision_model', 'vision_splitter',
+           'create_body', 'vision_learner', 'create_unet_model', 'unet_learner', 'show_mask_results',
+           'show_point_results', 'show_bbox_results']
 
 # %% ../../nbs/21_vision.learner.ipynb #00fd92fd
 from pathlib import Path
@@ -209,12 +209,16 @@ class AdaptiveConcatPool2d(nn.Module):
         self.avg, self.max = nn.AdaptiveAvgPool2d(size), nn.AdaptiveMaxPool2d(size)
     def forward(self, x): return torch.cat([self.max(x), self.avg(x)], 1)
 
+def sigmoid_range(x, low, high):
+    "A sigmoid stretched to the open interval `(low, high)`, elementwise."
+    return torch.sigmoid(x) * (high - low) + low
+
 class SigmoidRange(nn.Module):
     "Squash outputs into `(low, high)` with a sigmoid (for regression targets in a known range)."
     def __init__(self, low, high):
         super().__init__()
         self.low, self.high = low, high
-    def forward(self, x): return torch.sigmoid(x) * (self.high - self.low) + self.low
+    def forward(self, x): return sigmoid_range(x, self.low, self.high)
 
 def create_head(nf, n_out, lin_ftrs=None, ps=0.5, concat_pool=True, first_bn=True, bn_final=False, y_range=None):
     """The classifier head for a body with `nf` output channels: pool, flatten,
@@ -265,13 +269,15 @@ def adapt_first_conv(body: nn.Module, n_in: int) -> nn.Module:
     return body
 
 def create_vision_model(arch, n_out, pretrained=True, weights_path=None, cut=None, lin_ftrs=None, ps=0.5,
-                        concat_pool=True, first_bn=True, bn_final=False, y_range=None, n_in=3):
+                        concat_pool=True, first_bn=True, bn_final=False, y_range=None, n_in=3, custom_head=None):
     """`nn.Sequential(body, head)`: the body of `arch` (pretrained if asked), cut before pooling, and a new head
     with `n_out` outputs. `cut` as in `Arch.body`: an int keeps the body's first `cut` stages, a function gets the
-    full model. `n_in`: the image channels (see `adapt_first_conv`)."""
+    full model. `n_in`: the image channels (see `adapt_first_conv`). `custom_head`: a module used as the head
+    instead of `create_head`'s (it gets the body's `(N, C, H, W)` features; the head arguments are then unused)."""
     arch = get_arch(arch)
     full = arch(pretrained=pretrained, weights_path=weights_path)
     body = adapt_first_conv(arch.body(full, cut), n_in)
+    if custom_head is not None: return nn.Sequential(body, custom_head)
     head = create_head(num_features(body), n_out, lin_ftrs=lin_ftrs, ps=ps, concat_pool=concat_pool,
                        first_bn=first_bn, bn_final=bn_final, y_range=y_range)
     return nn.Sequential(body, head)
@@ -339,25 +345,32 @@ def _with_normalize(dls, stats) -> DataLoaders:
 def vision_learner(dls, arch, normalize=True, n_out=None, pretrained=True, weights_path=None, loss_func=None,
                    opt_func=Adam, lr=1e-3, splitter=None, cbs=None, metrics=None, path=None, model_dir='models',
                    wd=None, wd_bn_bias=False, train_bn=True, moms=(0.95, 0.85, 0.95), cut=None, concat_pool=True,
-                   ps=0.5, lin_ftrs=None, first_bn=True, bn_final=False, y_range=None, channels_last=True, n_in=3):
+                   ps=0.5, lin_ftrs=None, first_bn=True, bn_final=False, y_range=None, channels_last=True, n_in=3,
+                   custom_head=None):
     """A `Learner` for transfer learning: pretrained body of `arch`, new head with `n_out` (default `dls.c`)
     outputs, body frozen. With `pretrained` and `normalize`, `learn.dls` is a copy of `dls` whose image batch
     transforms end with the weights' `Normalize`; the `dls` passed in is not changed. `channels_last`: store the
     conv weights NHWC (`learn.to_channelslast()`), which makes the convolutions faster (CPU: resnet18 1.2x, Lite0
     1.6x per training step); False keeps NCHW. `n_in`: image channels other than RGB (the first convolution is
-    adapted by `adapt_first_conv`, and the pretrained RGB statistics are not added)."""
+    adapted by `adapt_first_conv`, and the pretrained RGB statistics are not added). `custom_head`: your own head
+    module, fed the body's `(N, C, H, W)` features (put any `SigmoidRange` in it yourself); a learner with one
+    exports with `pickle_model=True` only."""
     arch = get_arch(arch)
     n_out = n_out if n_out is not None else dls.c
-    if not n_out: raise ValueError("vision_learner: could not infer n_out from the data; pass n_out=.")
+    if custom_head is not None and y_range is not None:
+        raise ValueError("vision_learner: y_range shapes the default head and would be ignored with custom_head; "
+                         "end your custom head with SigmoidRange(*y_range) instead.")
+    if custom_head is None and not n_out:
+        raise ValueError("vision_learner: could not infer n_out from the data; pass n_out=.")
     head_kw = dict(lin_ftrs=lin_ftrs, ps=ps, concat_pool=concat_pool, first_bn=first_bn, bn_final=bn_final,
                    y_range=y_range)
     model = create_vision_model(arch, n_out, pretrained=pretrained, weights_path=weights_path, cut=cut, n_in=n_in,
-                                **head_kw)
+                                custom_head=custom_head, **head_kw)
     if normalize and pretrained and n_in == 3: dls = _with_normalize(dls, arch.stats)
     learn = Learner(dls, model, loss_func=loss_func, opt_func=opt_func, lr=lr,
                     splitter=splitter or arch.splitter(model[0]), cbs=cbs, metrics=metrics, path=path,
                     model_dir=model_dir, wd=wd, wd_bn_bias=wd_bn_bias, train_bn=train_bn, moms=moms)
-    if not callable(cut):  # a function cannot be written to an export file as data
+    if not callable(cut) and custom_head is None:  # code (a cut function, a head) cannot be written as data
         learn.model_config = {'builder': 'vision', 'arch': arch.name, 'n_out': n_out, 'cut': cut, **head_kw,
                               'y_range': list(y_range) if y_range is not None else None, 'n_in': n_in}
     if pretrained: learn.freeze()

@@ -4,11 +4,12 @@
 
 # %% auto #0
 __all__ = ['PILMask', 'TensorMask', 'TensorPoint', 'TensorBBox', 'LoadMask', 'ToTensorPoint', 'ToTensorBBox', 'MaskToTensor',
-           'MaskToLong', 'PointScaler', 'MaskBlock', 'PointBlock', 'BBoxBlock', 'BBoxLblBlock', 'move_in_window',
-           'warp_mask', 'warp_points', 'warp_boxes', 'warp_target', 'show_mask', 'show_points', 'show_boxes',
-           'show_target', 'show_with_targets']
+           'MaskToLong', 'PointScaler', 'MaskBlock', 'PointBlock', 'BBoxBlock', 'BBoxLblBlock', 'get_annotations',
+           'move_in_window', 'clip_remove_empty', 'bb_pad', 'warp_mask', 'warp_points', 'warp_boxes', 'warp_target',
+           'show_mask', 'show_points', 'show_boxes', 'show_target', 'show_with_targets']
 
 # %% ../../nbs/06c_vision.targets.ipynb #f98bd027
+import json
 from pathlib import Path
 
 import numpy as np
@@ -156,6 +157,26 @@ def BBoxLblBlock(vocab=None, add_na=True):
     "The labels of the boxes of a `BBoxBlock`, as class indices; 0 is the padding class `'#na#'`."
     return TransformBlock(type_tfms=MultiCategorize(vocab=vocab, add_na=add_na), kind='bbox_label')
 
+# %% ../../nbs/06c_vision.targets.ipynb #d7729106
+def get_annotations(fname, prefix=None):
+    """`(image file names, [(boxes, labels), ...])` from the COCO-style JSON `fname`: per image with boxes, its
+    boxes `[x1, y1, x2, y2]` in pixels and their category names, in file order. `prefix` goes before each file
+    name (a `str` is prepended as is, as in fastai; a `Path` is joined)."""
+    with open(fname) as f: coco = json.load(f)
+    for key in ('images', 'annotations', 'categories'):
+        if key not in coco: raise ValueError(f"get_annotations: {fname} has no {key!r} list; is it a COCO file?")
+    names = {c['id']: c['name'] for c in coco['categories']}
+    boxes, labels = {}, {}
+    for a in coco['annotations']:
+        x, y, w, h = a['bbox']
+        boxes.setdefault(a['image_id'], []).append([x, y, x + w, y + h])
+        labels.setdefault(a['image_id'], []).append(names[a['category_id']])
+    images = [im for im in coco['images'] if im['id'] in boxes]
+    def name(fn):
+        if prefix is None: return fn
+        return prefix + fn if isinstance(prefix, str) else Path(prefix)/fn
+    return [name(im['file_name']) for im in images], [(boxes[im['id']], labels[im['id']]) for im in images]
+
 # %% ../../nbs/06c_vision.targets.ipynb #b187f843
 def _clip_boxes(b):
     "Boxes (..., 4) clipped to [-1, 1]; those left without area set to zeros."
@@ -176,6 +197,21 @@ def move_in_window(x, kind, in_hw, src, out_hw, dst):
     if kind == 'bbox': res = _clip_boxes(res)
     res.img_size = tuple(out_hw)
     return res
+
+# %% ../../nbs/06c_vision.targets.ipynb #edd5b83b
+def clip_remove_empty(bbox, label):
+    "Boxes (n, 4) in [-1, 1] clipped to the image, and those left without area removed, with their labels (n,)."
+    b = torch.as_tensor(bbox).float().reshape(-1, 4).clamp(-1, 1)
+    keep = (b[:, 2] > b[:, 0]) & (b[:, 3] > b[:, 1])
+    return b[keep], torch.as_tensor(label)[keep]
+
+def bb_pad(samples, pad_idx=0):
+    """`(image, boxes, labels)` samples with their boxes clipped and emptied boxes removed (`clip_remove_empty`),
+    then padded to the most boxes of any sample: boxes with zeros, labels with `pad_idx`."""
+    samples = [(s[0], *clip_remove_empty(*s[1:])) for s in samples]
+    m = max([len(s[2]) for s in samples] + [0])
+    def pad(t, value): return torch.cat([t, t.new_full((m - len(t), *t.shape[1:]), value)])
+    return [(x, pad(b, 0), pad(lbl, pad_idx)) for x, b, lbl in samples]
 
 # %% ../../nbs/06c_vision.targets.ipynb #8c06729d
 def warp_mask(mask, mats, out_hw, pad_mode='reflection', align_corners=True):
