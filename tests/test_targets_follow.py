@@ -9,9 +9,9 @@ import pytest
 import torch
 from PIL import Image
 
-from minifast.vision.all import (BBoxBlock, BBoxLblBlock, DataBlock, Flip, FusedGeometry, ImageBlock, MaskBlock,
-                                 MultiCategoryBlock, PointBlock, RandomResizedCrop, Resize, Rotate,
-                                 SegmentationDataLoaders, aug_transforms, show_target, warp_points)
+from minifast.vision.all import (BBoxBlock, BBoxLblBlock, CropPad, DataBlock, Flip, FusedGeometry, ImageBlock,
+                                 MaskBlock, MultiCategoryBlock, PointBlock, RandomCrop, RandomResizedCrop, Resize,
+                                 Rotate, SegmentationDataLoaders, aug_transforms, show_target, warp_points)
 from minifast.vision.warp import perspective_mat, rotate_mat, warp_batch, zoom_mat
 
 W, H = 96, 80
@@ -75,7 +75,8 @@ def _check_square(x, mask, pts, boxes, labels, min_checked, warped=False):
 
 @pytest.mark.parametrize('max_warp', [0., 0.2])
 @pytest.mark.parametrize('item_tfm', [Resize(64), Resize(64, method='pad', pad_mode='zeros'),
-                                      Resize(64, method='squish'), RandomResizedCrop(64, min_scale=0.5)])
+                                      Resize(64, method='squish'), RandomResizedCrop(64, min_scale=0.5),
+                                      RandomCrop(64), CropPad((96, 112), pad_mode='reflection')])
 def test_targets_stay_on_the_square_through_item_and_batch_augmentation(item_tfm, max_warp):
     "48 random draws of crop, flip, rotation (up to 30 degrees), zoom (up to 1.2) and warp, each applied."
     batch = aug_transforms(size=48, min_scale=0.75, max_rotate=30., max_zoom=1.2, max_warp=max_warp, p_affine=1.,

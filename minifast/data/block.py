@@ -98,6 +98,7 @@ class DataBlock:
         pipes = [[g] + b.type_tfms if g is not None else list(b.type_tfms) for g, b in zip(self.getters, self.blocks)]
         draft = [t.draft_size() for t in self.item_tfms if hasattr(t, 'draft_size')]
         if any(k in FOLLOWER_KINDS for k in self.kinds): draft = []   # masks and points are in full-size pixels
+        if None in draft: draft = []   # a transform that keeps the image's own scale (CropPad): decode in full
         for p in pipes:  # tell image loaders how small they may decode (JPEG draft mode)
             for t in p:
                 if hasattr(t, 'draft_size') and not callable(t.draft_size): t.draft_size = max(draft) if draft else None
