@@ -9,9 +9,10 @@ import pytest
 import torch
 from PIL import Image
 
-from minifast.vision.all import (BBoxBlock, BBoxLblBlock, CropPad, DataBlock, Flip, FusedGeometry, ImageBlock,
-                                 MaskBlock, MultiCategoryBlock, PointBlock, RandomCrop, RandomResizedCrop, Resize,
-                                 Rotate, SegmentationDataLoaders, aug_transforms, show_target, warp_points)
+from minifast.vision.all import (BBoxBlock, BBoxLblBlock, CropPad, DataBlock, Flip, FlipItem, FusedGeometry,
+                                 ImageBlock, MaskBlock, MultiCategoryBlock, PointBlock, RandomCrop,
+                                 RandomResizedCrop, Resize, Rotate, SegmentationDataLoaders, aug_transforms,
+                                 show_target, warp_points)
 from minifast.vision.warp import perspective_mat, rotate_mat, warp_batch, zoom_mat
 
 W, H = 96, 80
@@ -315,3 +316,15 @@ def test_a_point_or_a_box_that_is_wrong_names_its_image_file(tmp_path):
         DataBlock(blocks=(ImageBlock, BBoxBlock, BBoxLblBlock), n_inp=1, get_y=[lambda o: [[50., 5., 10., 20.]],
                                                                                 lambda o: ['a']],
                   splitter=lambda items: ([0], [])).dataloaders(fnames, bs=1, device='cpu', num_workers=0).one_batch()
+
+
+def test_flip_item_mirrors_masks_points_and_boxes_with_their_image(monkeypatch):
+    "A square off to the left: the flipped samples have it on the right, with every target there too."
+    import sys
+    monkeypatch.setattr(sys.modules[__name__], 'SQ', (8, 10, 28, 30))
+    dls = _square_block(FlipItem(p=0.5), None).dataloaders(list(range(24)), bs=24, device='cpu', seed=3, num_workers=0)
+    x, mask, pts, boxes, labels = dls.one_batch()
+    assert _check_square(x, mask, pts, boxes, labels, min_checked=24) == 24
+    right = (x[:, 0, :, W // 2:] > 0.5).flatten(1).any(1)
+    assert 0 < int(right.sum()) < 24   # some flipped, some not
+    assert bool((pts[right, 0, 0] > 0).all() and (pts[~right, 0, 0] < 0).all())

@@ -186,7 +186,8 @@ def _clip_boxes(b):
 
 def move_in_window(x, kind, in_hw, src, out_hw, dst):
     """Points (n, 2) or boxes (n, 4) in [-1, 1] of an image of size `in_hw`, after the window `src` of the input
-    (pixels) is mapped onto the window `dst` of an output of size `out_hw`."""
+    (pixels) is mapped onto the window `dst` of an output of size `out_hw`. A window given right to left (or bottom
+    to top) mirrors them; boxes keep their top-left corner first."""
     (h, w), (th, tw) = in_hw, out_hw
     xy = x.as_subclass(torch.Tensor).reshape(-1, 2)
     px = (xy + 1) * torch.tensor([w / 2, h / 2])
@@ -194,7 +195,9 @@ def move_in_window(x, kind, in_hw, src, out_hw, dst):
     lo_out, hi_out = torch.tensor(dst[:2], dtype=torch.float32), torch.tensor(dst[2:], dtype=torch.float32)
     px = lo_out + (px - lo_in) * (hi_out - lo_out) / (hi_in - lo_in)
     res = (px * torch.tensor([2 / tw, 2 / th]) - 1).reshape(x.shape)
-    if kind == 'bbox': res = _clip_boxes(res)
+    if kind == 'bbox':
+        corners = res.reshape(-1, 2, 2)
+        res = _clip_boxes(torch.cat([corners.min(1).values, corners.max(1).values], -1).reshape(x.shape))
     res.img_size = tuple(out_hw)
     return res
 
