@@ -556,7 +556,3 @@ class R2Score(Metric):
         if self.n == 0: return math.nan
         total = float(self.ss - self.s ** 2 / self.n)
         return 1 - float(self.res) / total if total > 0 else math.nan
-    @property
-    def name(self) -> str: return getattr(self, '_name', None) or 'r2_score'
-    @name.setter
-    def name(self, value: str): self._name = value

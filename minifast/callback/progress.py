@@ -159,15 +159,16 @@ class ProgressCallback(Callback):
             self._in_fit, self._view = False, None
 
     @contextlib.contextmanager
+    def _switched_off(self, attr):
+        old = getattr(self, attr)
+        setattr(self, attr, False)
+        try: yield self
+        finally: setattr(self, attr, old)
+
     def table_hidden(self):
         "Keep the bar but show no table of epoch results during a `with` block (`lr_find`, `get_preds`)."
-        old, self.show_table = self.show_table, False
-        try: yield self
-        finally: self.show_table = old
+        return self._switched_off('show_table')
 
-    @contextlib.contextmanager
     def bar_hidden(self):
         "Show no progress bar during a `with` block; the epoch results are printed as text lines (`no_bar`)."
-        old, self.show_bar = self.show_bar, False
-        try: yield self
-        finally: self.show_bar = old
+        return self._switched_off('show_bar')

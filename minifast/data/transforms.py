@@ -58,10 +58,17 @@ def get_image_files(path, recurse=True, folders=None) -> L:
 def _check_items(items, name):
     if len(items) == 0: raise ValueError(f"{name}: there are no items to split. Check that get_items found your files.")
 
+def _check_pct(valid_pct, name):
+    if not 0 <= valid_pct <= 1: raise ValueError(f"{name}: valid_pct={valid_pct} must be between 0 and 1.")
+
+def _by_mask(mask):
+    "The indices where `mask` is false (training) and where it is true (validation)."
+    return L(i for i, m in enumerate(mask) if not m), L(i for i, m in enumerate(mask) if m)
+
 class RandomSplitter:
     "Put a random `valid_pct` of the items in the validation set; `seed` makes the split reproducible."
     def __init__(self, valid_pct=0.2, seed=None):
-        if not 0 <= valid_pct <= 1: raise ValueError(f"RandomSplitter: valid_pct={valid_pct} must be between 0 and 1.")
+        _check_pct(valid_pct, 'RandomSplitter')
         self.valid_pct, self.seed = valid_pct, seed
 
     def __call__(self, items):
@@ -87,7 +94,7 @@ class FuncSplitter:
     def __init__(self, func): self.func = func
     def __call__(self, items):
         mask = [bool(self.func(o)) for o in items]
-        return L(i for i, m in enumerate(mask) if not m), L(i for i, m in enumerate(mask) if m)
+        return _by_mask(mask)
 
 class GrandparentSplitter:
     """Split by the name of the grandparent folder: `path/train/cat/x.jpg` goes to training,
@@ -137,13 +144,13 @@ class FileSplitter:
             raise ValueError(f"FileSplitter: none of the {len(names)} names in {self.fname} "
                              f"(e.g. {sorted(names)[0]!r}) is the file name of an item (e.g. {Path(items[0]).name!r}). "
                              "The file lists bare file names, one per line.")
-        return L(i for i, m in enumerate(mask) if not m), L(i for i, m in enumerate(mask) if m)
+        return _by_mask(mask)
     def __repr__(self): return f"FileSplitter({str(self.fname)!r})"
 
 class EndSplitter:
     "Put the last `valid_pct` of the items (the first ones if not `valid_last`) in the validation set, in order."
     def __init__(self, valid_pct=0.2, valid_last=True):
-        if not 0 <= valid_pct <= 1: raise ValueError(f"EndSplitter: valid_pct={valid_pct} must be between 0 and 1.")
+        _check_pct(valid_pct, 'EndSplitter')
         self.valid_pct, self.valid_last = valid_pct, valid_last
     def __call__(self, items):
         _check_items(items, 'EndSplitter')
