@@ -73,9 +73,10 @@ def vision(out):
     path = toy_pets(Path(out)/'pets', n_per_breed=2)   # drawn by the test before
     dls = ImageDataLoaders.from_name_func(path, get_image_files(path/'images'), lambda n: n[0].isupper(),
                                           valid_pct=0.3, seed=0, item_tfms=Resize(32), bs=4, device='cpu')
+    torch.manual_seed(0)   # the same start on every run: an unseeded one made the short search below diverge at times
     learn = vision_learner(dls, resnet18, pretrained=False, metrics=error_rate, path=out)
     res = {}
-    with learn.distrib_ctx(): res['lr'] = learn.lr_find(num_it=6, show_plot=False).valley
+    with learn.distrib_ctx(): res['lr'] = learn.lr_find(end_lr=1e-1, num_it=6, show_plot=False).valley
     with learn.distrib_ctx():   # a second context reuses the process group
         learn.fine_tune(1, 1e-3)
         res['values'] = learn.recorder.values[-1]
